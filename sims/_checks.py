@@ -1,0 +1,117 @@
+"""Input validation shared by objectives, aggregations and estimators.
+
+Every public function validates its tensors here and raises ``ValueError`` naming the field,
+the offending value and what is allowed, so that bad input never surfaces as a NaN later.
+Validation reads tensor values (one host sync per call); it is not meant to run under
+``torch.func.vmap``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+from torch import Tensor
+
+
+def require(ok: bool, field: str, value: Any, allowed: str) -> None:
+    """Raise ``ValueError(f"{field}={value!r} is invalid; allowed: {allowed}")`` unless ``ok``.
+
+    >>> require(True, "k", 1.0, "k >= 0")
+    >>> require(False, "k", -1.0, "k >= 0")
+    Traceback (most recent call last):
+    ...
+    ValueError: k=-1.0 is invalid; allowed: k >= 0
+    """
+    if not ok:
+        raise ValueError(f"{field}={value!r} is invalid; allowed: {allowed}")
+
+
+def require_choice(field: str, value: Any, choices: Iterable[Any]) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices`` (listed in the message)."""
+    choices = tuple(choices)
+    require(value in choices, field, value, "one of " + ", ".join(repr(c) for c in choices))
+
+
+def require_finite_number(field: str, value: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is a real, finite int or float (not bool)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    require(ok and value == value and abs(value) != float("inf"), field, value, "a finite number")
+
+
+def check_float_tensor(name: str, x: Any) -> None:
+    """A floating-point tensor whose every element is finite."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must have a floating dtype, got {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x)).nonzero()[0].tolist()
+        value = x[tuple(bad)].item()
+        raise ValueError(
+            f"{name} has a non-finite value {value} at index {tuple(bad)}; "
+            "allowed: finite values everywhere (use a finite filler such as 0 on padding)"
+        )
+
+
+def check_mask(mask: Any, shape: torch.Size | None = None) -> None:
+    """A ``[B, T]`` mask of zeros and ones with at least one valid token in every sequence."""
+    if not isinstance(mask, Tensor):
+        raise ValueError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
+    if shape is not None and mask.shape != shape:
+        raise ValueError(f"mask has shape {tuple(mask.shape)}; allowed: {tuple(shape)} (same as logp)")
+    if mask.dim() != 2:
+        raise ValueError(f"mask has shape {tuple(mask.shape)}; allowed: 2-D [B, T]")
+    m = mask.to(torch.float64)
+    if not bool(((m == 0) | (m == 1)).all()):
+        raise ValueError("mask has values other than 0 and 1; allowed: 0 (padding) or 1 (valid token)")
+    lengths = m.sum(-1)
+    if not bool((lengths > 0).any()):
+        raise ValueError("mask is all zero; allowed: at least one valid token in every sequence")
+    if not bool((lengths > 0).all()):
+        empty = (lengths == 0).nonzero()[:, 0].tolist()
+        raise ValueError(
+            f"mask rows {empty} have no valid token; allowed: at least one valid token in every "
+            "sequence (drop empty sequences before computing the loss)"
+        )
+
+
+def check_token_inputs(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor) -> None:
+    """Validate the core objective inputs: same ``[B, T]`` shape, finite floats, log-probs <= 0."""
+    check_token_tensors(mask, logp=logp, old_logp=old_logp, adv=adv)
+
+
+def check_token_tensors(mask: Tensor, **tensors: Tensor) -> None:
+    """Validate named ``[B, T]`` tensors: the first fixes the shape; all are finite floats of
+    that shape; names ending in ``logp`` hold log-probabilities (<= 0 on valid tokens)."""
+    (first_name, first), *_ = tensors.items()
+    check_float_tensor(first_name, first)
+    if first.dim() != 2 or first.shape[0] < 1 or first.shape[1] < 1:
+        raise ValueError(
+            f"{first_name} has shape {tuple(first.shape)}; allowed: 2-D [B, T] with B, T >= 1"
+        )
+    for name, x in tensors.items():
+        check_float_tensor(name, x)
+        if x.shape != first.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(x.shape)}; allowed: {tuple(first.shape)} (same as {first_name})"
+            )
+    check_mask(mask, first.shape)
+    for name, x in tensors.items():
+        if name.endswith("logp"):
+            check_log_probs(name, x, mask)
+
+
+def check_log_probs(name: str, x: Tensor, mask: Tensor) -> None:
+    """Log-probabilities must be <= 0 on valid tokens."""
+    bad = (x.detach() > 0) & (mask != 0)
+    if bool(bad.any()):
+        idx = tuple(bad.nonzero()[0].tolist())
+        raise ValueError(
+            f"{name} has value {x[idx].item()} > 0 at index {idx}; allowed: log-probabilities <= 0"
+        )
+
+
+def float_mask(mask: Tensor, like: Tensor) -> Tensor:
+    """The mask as a tensor of ``like``'s dtype and device."""
+    return mask.to(dtype=like.dtype, device=like.device)

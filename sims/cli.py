@@ -1,0 +1,116 @@
+"""The ``pgverify`` command line.
+
+``pgverify list [--json]`` prints every registered objective, advantage estimator, aggregation,
+KL estimator, group filter and algorithm with its parts and reference. Usage errors exit with
+code 2 and a message naming the problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Any, Sequence
+
+from sims.algorithms import ALGORITHMS, describe
+from sims.registry import ADVANTAGES, AGGREGATIONS, GROUP_FILTERS, KL_ESTIMATORS, OBJECTIVES, config_dict
+
+
+def registry_listing() -> dict[str, list[dict[str, Any]]]:
+    """Everything ``pgverify list`` shows, as JSON-ready data."""
+    return {
+        "objectives": [
+            {"name": s.name, "summary": s.summary, "advantage_level": s.advantage_level,
+             "config": config_dict(s.config_cls()), "reference": s.reference}
+            for s in OBJECTIVES.values()
+        ],
+        "advantages": [
+            {"name": s.name, "summary": s.summary, "config": config_dict(s.config_cls()),
+             "reference": s.reference}
+            for s in ADVANTAGES.values()
+        ],
+        "aggregations": [dataclasses.asdict(s) for s in AGGREGATIONS.values()],
+        "algorithms": [describe(a) for a in ALGORITHMS.values()],
+        "kl_estimators": [dataclasses.asdict(s) for s in KL_ESTIMATORS.values()],
+        "group_filters": [
+            {"name": s.name, "summary": s.summary, "config": config_dict(s.config_cls()),
+             "reference": s.reference}
+            for s in GROUP_FILTERS.values()
+        ],
+    }
+
+
+def _fmt_config(cfg: dict[str, Any] | None) -> str:
+    if not cfg:
+        return "-"
+    return ", ".join(f"{k}={v!r}" for k, v in cfg.items())
+
+
+def format_listing(listing: dict[str, list[dict[str, Any]]]) -> str:
+    """The human-readable form of ``registry_listing()``."""
+    out: list[str] = []
+
+    def section(title: str, rows: list[str]) -> None:
+        out.append(f"{title} ({len(rows)})")
+        out.extend(rows)
+        out.append("")
+
+    section("Objectives", [
+        f"  {o['name']:<11} {o['summary']}\n{'':14}config: {_fmt_config(o['config'])}\n"
+        f"{'':14}advantage level: {o['advantage_level']}; ref: {o['reference']}"
+        for o in listing["objectives"]])
+    section("Advantage estimators  (rewards [G, K] -> advantages [G, K])", [
+        f"  {a['name']:<11} {a['summary']}\n{'':14}config: {_fmt_config(a['config'])}; "
+        f"ref: {a['reference']}" for a in listing["advantages"]])
+    section("Aggregations  (per-token loss L [B, T], mask m -> scalar)", [
+        f"  {a['name']:<24} {a['formula']}\n{'':26}ref: {a['reference']}"
+        for a in listing["aggregations"]])
+    section("KL estimators  (x = logp - ref_logp)", [
+        f"  {k['name']:<4} value {k['value']:<16} d/dlogp {k['grad_factor']:<12} {k['summary']}"
+        for k in listing["kl_estimators"]])
+    section("Group filters", [
+        f"  {f['name']:<17} {f['summary']}; config: {_fmt_config(f['config'])}; ref: {f['reference']}"
+        for f in listing["group_filters"]])
+    section("Algorithms  (advantage + objective + aggregation + filter + KL)", [
+        f"  {a['name']:<10} advantage={a['advantage']} objective={a['objective']} "
+        f"agg={a['aggregation']} filter={a['group_filter']} "
+        f"kl={_fmt_config(a['kl']) if a['kl'] else None}\n"
+        f"{'':13}objective config: {_fmt_config(a['objective_config'])}\n"
+        f"{'':13}ref: {a['reference']}" + (f"\n{'':13}notes: {a['notes']}" if a["notes"] else "")
+        for a in listing["algorithms"]])
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    listing = registry_listing()
+    if args.json:
+        json.dump(listing, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(format_listing(listing))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pgverify",
+        description="Verify claims about policy-gradient objectives for LLM RL.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    p_list = sub.add_parser("list", help="list the registered objectives, estimators, "
+                                         "aggregations, KL estimators, filters and algorithms")
+    p_list.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p_list.set_defaults(func=_cmd_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pgverify`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The registries: one explicit dict per kind, the single source of truth.
+
+Every test battery, report and CLI listing iterates over these dicts; adding an objective is one
+row in ``OBJECTIVES``. Look-ups by name go through ``get_*`` so that a misspelt name is a
+``ValueError`` listing the allowed names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from sims import advantages as adv_mod
+from sims import objectives as obj
+from sims._checks import require_choice
+from sims.aggregation import AGGREGATIONS, AggregationSpec
+from sims.filters import DynamicSamplingConfig, dynamic_sampling
+
+__all__ = [
+    "ObjectiveSpec", "AdvantageSpec", "KLEstimatorSpec", "GroupFilterSpec",
+    "OBJECTIVES", "ADVANTAGES", "AGGREGATIONS", "KL_ESTIMATORS", "GROUP_FILTERS",
+    "get_objective", "get_advantage", "get_aggregation", "get_group_filter", "config_dict",
+]
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """A registered objective.
+
+    Attributes:
+        name: registry key.
+        loss_fn: ``fn(logp, old_logp, adv, mask, *, config) -> (loss, diagnostics)``.
+        config_cls: its frozen config dataclass; ``config_cls()`` is the documented default.
+        advantage_level: ``"token"`` if A may vary within a sequence, ``"sequence"`` if the
+            objective uses the per-sequence mean advantage Ā_i.
+        summary: one line.
+        reference: paper (arXiv id).
+    """
+
+    name: str
+    loss_fn: Callable[..., Any]
+    config_cls: type
+    advantage_level: str
+    summary: str
+    reference: str
+
+
+@dataclass(frozen=True)
+class AdvantageSpec:
+    """A registered advantage estimator ``fn(rewards [G, K], *, config) -> adv [G, K]``."""
+
+    name: str
+    fn: Callable[..., Any]
+    config_cls: type
+    summary: str
+    reference: str
+
+
+@dataclass(frozen=True)
+class KLEstimatorSpec:
+    """A registered KL estimator (``sims.kl.kl_values(..., estimator=name)``)."""
+
+    name: str
+    value: str
+    grad_factor: str
+    summary: str
+    reference: str
+
+
+@dataclass(frozen=True)
+class GroupFilterSpec:
+    """A registered group filter ``fn(rewards [G, K], *, config) -> GroupFilterResult``."""
+
+    name: str
+    fn: Callable[..., Any]
+    config_cls: type
+    summary: str
+    reference: str
+
+
+OBJECTIVES: dict[str, ObjectiveSpec] = {
+    "reinforce": ObjectiveSpec(
+        "reinforce", obj.reinforce, obj.ReinforceConfig, "token",
+        "-A*logp, optional detached TIS/MIS weight (token or sequence level)",
+        "Williams 1992; TIS: Yao et al. 2025; MIS: Liu, Li et al. 2025"),
+    "seq_is": ObjectiveSpec(
+        "seq_is", obj.seq_is, obj.SeqIsConfig, "sequence",
+        "off-policy REINFORCE with the sequence ratio exp(sum(logp - old_logp)), optional truncation",
+        "Precup, Sutton, Singh 2000; seed claim C02"),
+    "ppo_clip": ObjectiveSpec(
+        "ppo_clip", obj.ppo_clip, obj.PpoClipConfig, "token",
+        "token clipped surrogate, asymmetric eps (DAPO clip-higher), optional dual-clip",
+        "Schulman et al. 2017, arXiv:1707.06347; Yu et al. 2025, arXiv:2503.14476"),
+    "gspo": ObjectiveSpec(
+        "gspo", obj.gspo, obj.GspoConfig, "sequence",
+        "clipped surrogate on the geometric-mean sequence ratio s_i (sequence form)",
+        "Zheng et al. 2025, arXiv:2507.18071"),
+    "gspo_token": ObjectiveSpec(
+        "gspo_token", obj.gspo_token, obj.GspoConfig, "token",
+        "GSPO-token: value s_i, gradient s_i through each token; equals gspo for per-sequence A",
+        "Zheng et al. 2025, arXiv:2507.18071"),
+    "gmpo": ObjectiveSpec(
+        "gmpo", obj.gmpo, obj.GmpoConfig, "sequence",
+        "geometric mean of sign-aware log-space clipped token ratios",
+        "Zhao et al. 2025, arXiv:2507.20673"),
+    "cispo": ObjectiveSpec(
+        "cispo", obj.cispo, obj.CispoConfig, "token",
+        "sg(clip(ratio))*A*logp: the IS weight is clipped, the gradient never dropped",
+        "MiniMax 2025, arXiv:2506.13585"),
+    "sapo": ObjectiveSpec(
+        "sapo", obj.sapo, obj.SapoConfig, "token",
+        "soft sigmoid gate (4/tau)*sigmoid(tau*(ratio-1)) instead of a hard clip",
+        "Qwen team 2025, SAPO, arXiv:2511.20347"),
+    "sgs_cispo": ObjectiveSpec(
+        "sgs_cispo", obj.sgs_cispo, obj.SgsCispoConfig, "token",
+        "CISPO times the seed's Smooth Gradient Scaling S = 1 - sigmoid(k(P - tau)) for A > 0",
+        "the seed essay (shared/seed), claims C12-C15"),
+}
+
+ADVANTAGES: dict[str, AdvantageSpec] = {
+    "raw": AdvantageSpec("raw", adv_mod.raw_advantages, adv_mod.NoConfig,
+                         "A = r (no baseline)", "Williams 1992"),
+    "group_mean": AdvantageSpec("group_mean", adv_mod.group_mean_advantages, adv_mod.NoConfig,
+                                "A = r - mean_g(r) (group-mean baseline)",
+                                "Liu et al. 2025, arXiv:2503.20783"),
+    "drgrpo": AdvantageSpec("drgrpo", adv_mod.group_mean_advantages, adv_mod.NoConfig,
+                            "Dr.GRPO mean-only: A = r - mean_g(r) (same function as group_mean)",
+                            "Liu et al. 2025, arXiv:2503.20783"),
+    "grpo": AdvantageSpec("grpo", adv_mod.grpo_advantages, adv_mod.StdConfig,
+                          "GRPO z-score: A = (r - mean_g)/(std_g + eps)",
+                          "Shao et al. 2024, arXiv:2402.03300"),
+    "rloo": AdvantageSpec("rloo", adv_mod.rloo_advantages, adv_mod.NoConfig,
+                          "leave-one-out: A = r - mean_{j != i} r_j = K/(K-1) (r - mean_g)",
+                          "Ahmadian et al. 2024, arXiv:2402.14740"),
+    "batch_std": AdvantageSpec("batch_std", adv_mod.batch_std_advantages, adv_mod.StdConfig,
+                               "group mean, batch std (LitePPO): A = (r - mean_g)/(std_batch + eps)",
+                               "Liu et al. 2025, arXiv:2508.08221"),
+    "nsr": AdvantageSpec("nsr", adv_mod.nsr_advantages, adv_mod.ThresholdConfig,
+                         "negative samples only: A = -1 if r <= threshold else 0",
+                         "Zhu et al. 2025, arXiv:2506.01347"),
+    "psr": AdvantageSpec("psr", adv_mod.psr_advantages, adv_mod.ThresholdConfig,
+                         "positive samples only: A = +1 if r > threshold else 0",
+                         "Zhu et al. 2025, arXiv:2506.01347"),
+}
+
+KL_ESTIMATORS: dict[str, KLEstimatorSpec] = {
+    "k1": KLEstimatorSpec("k1", "x", "1", "unbiased value; zero-mean gradient", "Schulman 2020"),
+    "k2": KLEstimatorSpec("k2", "x^2/2", "x", "biased value; gradient = grad KL(pi||ref) on-policy",
+                          "Schulman 2020"),
+    "k3": KLEstimatorSpec("k3", "exp(-x) - 1 + x", "1 - exp(-x)",
+                          "unbiased value, low variance; gradient = grad KL(ref||pi)",
+                          "Schulman 2020; Shao et al. 2024, arXiv:2402.03300, eq. 4"),
+}
+
+GROUP_FILTERS: dict[str, GroupFilterSpec] = {
+    "dynamic_sampling": GroupFilterSpec(
+        "dynamic_sampling", dynamic_sampling, DynamicSamplingConfig,
+        "drop groups whose rewards are all equal; reports how many were dropped",
+        "Yu et al. 2025, arXiv:2503.14476"),
+}
+
+
+def get_objective(name: str) -> ObjectiveSpec:
+    """The registered objective ``name``; ``ValueError`` listing the allowed names otherwise."""
+    require_choice("objective", name, OBJECTIVES)
+    return OBJECTIVES[name]
+
+
+def get_advantage(name: str) -> AdvantageSpec:
+    """The registered advantage estimator ``name``."""
+    require_choice("advantage", name, ADVANTAGES)
+    return ADVANTAGES[name]
+
+
+def get_aggregation(name: str) -> AggregationSpec:
+    """The registered aggregation ``name``."""
+    require_choice("agg", name, AGGREGATIONS)
+    return AGGREGATIONS[name]
+
+
+def get_group_filter(name: str) -> GroupFilterSpec:
+    """The registered group filter ``name``."""
+    require_choice("group_filter", name, GROUP_FILTERS)
+    return GROUP_FILTERS[name]
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass as a plain dict (for tables, JSON and provenance)."""
+    return dataclasses.asdict(config)
