@@ -1,0 +1,31 @@
+"""pytest configuration: Hypothesis profiles and automatic skipping of GPU tests.
+
+Hypothesis profiles (choose with ``HYPOTHESIS_PROFILE``; CI defaults to ``ci``):
+
+* ``dev``: 25 examples per property, random seeds (quick local runs);
+* ``ci``: 200 examples per property, derandomized so that a CI failure replays exactly.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("dev", max_examples=25, deadline=None)
+settings.register_profile(
+    "ci", max_examples=200, deadline=None, derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs CUDA; torch.cuda.is_available() is False")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)

@@ -1,0 +1,51 @@
+"""The README glossary names every config field and every diagnostics key, so the two cannot
+drift apart; the README's quick start has exactly two commands."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import torch
+
+from sims.advantages import StdConfig, ThresholdConfig
+from sims.algorithms import ALGORITHMS, KLTerm, algorithm_loss
+from sims.filters import DynamicSamplingConfig
+from sims.kl import KLConfig
+from sims.registry import OBJECTIVES
+from tests.batches import make_batch
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+GLOSSARY = README[README.index("## Glossary"):]
+CODE_NAMES = set(re.findall(r"`([^`]+)`", GLOSSARY))
+
+
+def _covered(name: str) -> bool:
+    return name in CODE_NAMES or any(name in re.split(r"[`,\s]+", c) for c in CODE_NAMES)
+
+
+def test_glossary_has_every_config_field():
+    classes = [s.config_cls for s in OBJECTIVES.values()] + [
+        StdConfig, ThresholdConfig, DynamicSamplingConfig, KLConfig, KLTerm]
+    missing = {f.name for c in classes for f in dataclasses.fields(c) if not _covered(f.name)}
+    assert not missing, f"README glossary lacks config fields {sorted(missing)}"
+
+
+def test_glossary_has_every_diagnostics_key():
+    b = make_batch(0, 2, 2, 4, per_token_adv=False)
+    keys = set()
+    for spec in OBJECTIVES.values():
+        keys |= set(spec.loss_fn(b.logp, b.old_logp, b.adv, b.mask, config=spec.config_cls())[1])
+    rewards = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    for algo in ALGORITHMS.values():
+        keys |= set(algorithm_loss(algo, b.logp, b.old_logp, rewards, b.mask, ref_logp=b.logp, max_len=4)[1])
+    missing = {k for k in keys if not _covered(k)}
+    assert not missing, f"README glossary lacks diagnostics keys {sorted(missing)}"
+
+
+def test_quick_start_has_two_commands():
+    block = README.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line for line in block.strip().splitlines() if line.strip()]
+    assert len(commands) == 2
+    assert "pgverify" in commands[0] and commands[1].split("#")[0].strip() == "python -m pytest"
