@@ -16,6 +16,12 @@ from sims import objectives as obj
 from sims._checks import require_choice
 from sims.aggregation import AGGREGATIONS, AggregationSpec
 from sims.filters import DynamicSamplingConfig, dynamic_sampling
+from theory import cispo as th_cispo
+from theory import gspo as th_gspo
+from theory import ppo_clip as th_ppo
+from theory import reinforce as th_reinforce
+from theory import sapo as th_sapo
+from theory._core import TheoryEntry
 
 __all__ = [
     "ObjectiveSpec", "AdvantageSpec", "KLEstimatorSpec", "GroupFilterSpec",
@@ -36,6 +42,7 @@ class ObjectiveSpec:
             objective uses the per-sequence mean advantage Ā_i.
         summary: one line.
         reference: paper (arXiv id).
+        theory: its symbolic derivation (``theory``), which the battery checks the code against.
     """
 
     name: str
@@ -44,6 +51,7 @@ class ObjectiveSpec:
     advantage_level: str
     summary: str
     reference: str
+    theory: TheoryEntry | None
 
 
 @dataclass(frozen=True)
@@ -83,39 +91,40 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {
     "reinforce": ObjectiveSpec(
         "reinforce", obj.reinforce, obj.ReinforceConfig, "token",
         "-A*logp, optional detached TIS/MIS weight (token or sequence level)",
-        "Williams 1992; TIS: Yao et al. 2025; MIS: Liu, Li et al. 2025"),
+        "Williams 1992; TIS: Yao et al. 2025; MIS: Liu, Li et al. 2025", th_reinforce.REINFORCE),
     "seq_is": ObjectiveSpec(
         "seq_is", obj.seq_is, obj.SeqIsConfig, "sequence",
         "off-policy REINFORCE with the sequence ratio exp(sum(logp - old_logp)), optional truncation",
-        "Precup, Sutton, Singh 2000; seed claim C02"),
+        "Precup, Sutton, Singh 2000; seed claim C02", th_reinforce.SEQ_IS),
     "ppo_clip": ObjectiveSpec(
         "ppo_clip", obj.ppo_clip, obj.PpoClipConfig, "token",
         "token clipped surrogate, asymmetric eps (DAPO clip-higher), optional dual-clip",
-        "Schulman et al. 2017, arXiv:1707.06347; Yu et al. 2025, arXiv:2503.14476"),
+        "Schulman et al. 2017, arXiv:1707.06347; Yu et al. 2025, arXiv:2503.14476",
+        th_ppo.PPO_CLIP),
     "gspo": ObjectiveSpec(
         "gspo", obj.gspo, obj.GspoConfig, "sequence",
         "clipped surrogate on the geometric-mean sequence ratio s_i (sequence form)",
-        "Zheng et al. 2025, arXiv:2507.18071"),
+        "Zheng et al. 2025, arXiv:2507.18071", th_gspo.GSPO),
     "gspo_token": ObjectiveSpec(
         "gspo_token", obj.gspo_token, obj.GspoConfig, "token",
         "GSPO-token: value s_i, gradient s_i through each token; equals gspo for per-sequence A",
-        "Zheng et al. 2025, arXiv:2507.18071"),
+        "Zheng et al. 2025, arXiv:2507.18071", th_gspo.GSPO_TOKEN),
     "gmpo": ObjectiveSpec(
         "gmpo", obj.gmpo, obj.GmpoConfig, "sequence",
         "geometric mean of sign-aware log-space clipped token ratios",
-        "Zhao et al. 2025, arXiv:2507.20673"),
+        "Zhao et al. 2025, arXiv:2507.20673", th_gspo.GMPO),
     "cispo": ObjectiveSpec(
         "cispo", obj.cispo, obj.CispoConfig, "token",
         "sg(clip(ratio))*A*logp: the IS weight is clipped, the gradient never dropped",
-        "MiniMax 2025, arXiv:2506.13585"),
+        "MiniMax 2025, arXiv:2506.13585", th_cispo.CISPO),
     "sapo": ObjectiveSpec(
         "sapo", obj.sapo, obj.SapoConfig, "token",
         "soft sigmoid gate (4/tau)*sigmoid(tau*(ratio-1)) instead of a hard clip",
-        "Qwen team 2025, SAPO, arXiv:2511.20347"),
+        "Qwen team 2025, SAPO, arXiv:2511.20347", th_sapo.SAPO),
     "sgs_cispo": ObjectiveSpec(
         "sgs_cispo", obj.sgs_cispo, obj.SgsCispoConfig, "token",
         "CISPO times the seed's Smooth Gradient Scaling S = 1 - sigmoid(k(P - tau)) for A > 0",
-        "the seed essay (shared/seed), claims C12-C15"),
+        "the seed essay (shared/seed), claims C12-C15", th_cispo.SGS_CISPO),
 }
 
 ADVANTAGES: dict[str, AdvantageSpec] = {

@@ -1,0 +1,48 @@
+r"""PPO clipped surrogate with asymmetric ε (DAPO clip-higher) and optional dual-clip.
+
+L = max(-A·ρ, -A·clip(ρ, 1 - ε_low, 1 + ε_high)), and for A < 0 with dual-clip min(L, -c·A)
+(Schulman et al. 2017, eq. 7; Yu et al. 2025, eq. 8; Ye et al. 2020). The derived weight is
+A·ρ times Heaviside factors: it is A·ρ inside the trust region and on the side where the clip
+does not bind, and exactly 0 where it binds (see ``theory.regions``).
+
+>>> from theory._core import ratio_weight
+>>> e_l, e_h = sp.symbols("eps_low eps_high", positive=True)
+>>> w = ratio_weight(PPO_CLIP, {"eps_low": e_l, "eps_high": e_h, "dual_clip_c": None})
+>>> w.subs({e_l: sp.Rational(1, 5), e_h: sp.Rational(1, 5), sp.Symbol("A", real=True): 1,
+...         sp.Symbol("rho", positive=True): sp.Rational(3, 2)})
+0
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from theory._core import Sequence, TheoryEntry, clip
+
+
+def ppo_clip_losses(seq: Sequence, p) -> list[sp.Expr]:
+    """Per-token clipped surrogate, as in the PPO paper with DAPO's decoupled bounds."""
+    lo = None if p["eps_low"] is None else 1 - p["eps_low"]
+    out = []
+    for t in range(seq.n):
+        a, rho = seq.adv[t], seq.ratio(t)
+        loss = sp.Max(-a * rho, -a * clip(rho, lo, 1 + p["eps_high"]))
+        if p["dual_clip_c"] is not None:
+            loss = sp.Piecewise((sp.Min(loss, -p["dual_clip_c"] * a), a < 0), (loss, True))
+        out.append(loss)
+    return out
+
+
+def clip_breakpoints(p) -> list[sp.Expr]:
+    """Ratios where a clip bound (or the dual-clip constant) sits."""
+    points = [1 + p["eps_high"]]
+    if p.get("eps_low") is not None:
+        points.append(1 - p["eps_low"])
+    if p.get("dual_clip_c") is not None:
+        points.append(p["dual_clip_c"])
+    return points
+
+
+PPO_CLIP = TheoryEntry("ppo_clip", ppo_clip_losses, (),
+                       "Schulman et al. 2017, arXiv:1707.06347, eq. 7; Yu et al. 2025, arXiv:2503.14476, eq. 8",
+                       breakpoints=clip_breakpoints)
