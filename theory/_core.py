@@ -145,7 +145,12 @@ def _params(structure) -> dict[str, Any]:
 
 
 def derive_weights(entry: TheoryEntry, seq: Sequence, params: dict[str, Any]) -> list[sp.Expr]:
-    """w_t = -∂(Σ_s L_s)/∂ℓ_t for t = 1..n, with stop-gradients removed afterwards."""
+    """w_t = -∂(Σ_s L_s)/∂ℓ_t for t = 1..n, with stop-gradients removed afterwards.
+
+    >>> from theory.cispo import CISPO
+    >>> derive_weights(CISPO, Sequence.make(2), {"eps_low": None, "eps_high": 1})
+    [A1*Min(2, exp(l1 - lold1)), A2*Min(2, exp(l2 - lold2))]
+    """
     total = sp.Add(*entry.token_losses(seq, params))
     return [remove_sg(-sp.diff(total, l)) for l in seq.logp]
 

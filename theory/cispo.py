@@ -57,3 +57,20 @@ CISPO = TheoryEntry("cispo", cispo_losses, (), "MiniMax 2025, arXiv:2506.13585, 
                     breakpoints=clip_breakpoints)
 SGS_CISPO = TheoryEntry("sgs_cispo", sgs_cispo_losses, ("p_mode", "stop_grad_s"),
                         "the seed essay (shared/seed), SGS-CISPO loss", breakpoints=clip_breakpoints)
+
+
+def on_policy_minus_reinforce() -> sp.Expr:
+    """CISPO's derived per-token weight at θ = θ_old (ρ = 1) minus REINFORCE's: 0 whenever the
+    clip range contains 1 (0 < ε_low < 1, ε_high > 0), so with the same ``token-mean``
+    normaliser CISPO at θ_old is token-mean REINFORCE.
+
+    >>> on_policy_minus_reinforce()
+    0
+    """
+    from theory._core import RHO, ratio_weight
+    from theory.reinforce import REINFORCE
+
+    e_l, e_h = sp.symbols("eps_low eps_high", positive=True)
+    w_cispo = ratio_weight(CISPO, {"eps_low": e_l / (1 + e_l), "eps_high": e_h})  # ε_low ∈ (0, 1)
+    w_reinforce = ratio_weight(REINFORCE, {"is_level": None, "is_mode": "truncate", "is_cap": None})
+    return sp.simplify(w_cispo.subs(RHO, 1) - w_reinforce)

@@ -64,3 +64,75 @@ GSPO_TOKEN = TheoryEntry("gspo_token", gspo_token_losses, (),
                          breakpoints=clip_breakpoints, region_ratio="sequence")
 GMPO = TheoryEntry("gmpo", gmpo_losses, (), "Zhao et al. 2025, arXiv:2507.20673 (J_GMPO)",
                    breakpoints=_log_clip_breakpoints, region_ratio="log")
+
+
+def _symbolic_clip(eps_low: bool = True) -> dict:
+    e_l, e_h = sp.symbols("eps_low eps_high", positive=True)
+    return {"eps_low": e_l if eps_low else None, "eps_high": e_h}
+
+
+def grad_seq_ratio(n: int = 3) -> list[sp.Expr]:
+    """∂s/∂ℓ_t - s/n for t = 1..n, simplified: all zero, i.e. ∇s = s·(1/T)·Σ_t ∇ℓ_t.
+
+    >>> grad_seq_ratio(3)
+    [0, 0, 0]
+    """
+    seq = Sequence.make(n)
+    s = sp.exp(seq.log_seq_ratio / n)
+    return [sp.simplify(sp.diff(s, l) - s / n) for l in seq.logp]
+
+
+def _equal_advantages(seq: Sequence, exprs: list[sp.Expr]) -> list[sp.Expr]:
+    a = sp.Symbol("A", real=True)
+    return [e.subs({x: a for x in seq.adv}) for e in exprs]
+
+
+def gspo_token_minus_gspo(n: int = 2) -> list[sp.Expr]:
+    """Derived weights of GSPO-token minus GSPO when A_t = A for all t (symbolic clip bounds):
+    all zero — the two forms have the same gradient (and, by construction, the same value).
+
+    >>> gspo_token_minus_gspo(2)
+    [0, 0]
+    """
+    from theory._core import derive_weights
+
+    seq = Sequence.make(n)
+    p = _symbolic_clip()
+    w_seq = _equal_advantages(seq, derive_weights(GSPO, seq, p))
+    w_tok = _equal_advantages(seq, derive_weights(GSPO_TOKEN, seq, p))
+    return [sp.simplify(a - b) for a, b in zip(w_tok, w_seq)]
+
+
+def gmpo_minus_gspo_unclipped(n: int = 3) -> tuple[sp.Expr, sp.Expr]:
+    """GMPO's objective (Π_t |ρ_t Â|)^{1/n}·sgn(Â) minus GSPO's Â·s, for Â > 0 and Â < 0.
+
+    >>> gmpo_minus_gspo_unclipped(3)
+    (0, 0)
+    """
+    rhos = sp.symbols(f"rho1:{n + 1}", positive=True)
+    a = sp.Symbol("a", positive=True)
+    s = sp.Mul(*rhos) ** sp.Rational(1, n)
+    out = []
+    for adv in (a, -a):
+        gmpo = sp.Mul(*[sp.Abs(r * adv) for r in rhos]) ** sp.Rational(1, n) * sp.sign(adv)
+        out.append(sp.simplify(sp.powdenest(gmpo - adv * s, force=True)))
+    return tuple(out)
+
+
+def on_policy_gspo_minus_grpo(n: int = 2) -> list[sp.Expr]:
+    """At θ = θ_old: GSPO's derived weight minus the token-clipped (GRPO) weight, per token,
+    before the shared ``seq-mean-token-mean`` normaliser 1/(B·|o_i|): all zero, so on-policy
+    GSPO has GRPO's gradient, 1/|o| length weighting included.
+
+    >>> on_policy_gspo_minus_grpo(2)
+    [0, 0]
+    """
+    from theory._core import derive_weights
+    from theory.ppo_clip import PPO_CLIP
+
+    seq = Sequence.make(n)
+    p = _symbolic_clip()
+    on_policy = dict(zip(seq.old_logp, seq.logp))
+    w_gspo = _equal_advantages(seq, derive_weights(GSPO, seq, p))
+    w_grpo = _equal_advantages(seq, derive_weights(PPO_CLIP, seq, {**p, "dual_clip_c": None}))
+    return [sp.simplify((a - b).subs(on_policy)) for a, b in zip(w_gspo, w_grpo)]
