@@ -104,6 +104,19 @@ def limit_log_expected_geometric(v: int = 3) -> sp.Expr:
     return sp.limit(sp.log(sum(m * sp.exp(h * x) for m, x in zip(mu, a))) / h, h, 0)
 
 
+def pointwise_relation() -> tuple[sp.Expr, sp.Expr]:
+    """(log G - (log R)/T, G/R) for a sequence ratio R > 0 and T >= 1: log G = (log R)/T exactly,
+    and G/R = R^{1/T - 1}, so for T >= 2 the geometric weight exceeds the true weight exactly
+    when R < 1 and falls below it when R > 1: G shrinks every weight towards 1.
+
+    >>> pointwise_relation()
+    (0, R**(-1 + 1/T))
+    """
+    r, t = sp.Symbol("R", positive=True), sp.Symbol("T", positive=True)
+    g = r ** (1 / t)
+    return sp.simplify(sp.expand_log(sp.log(g), force=True) - sp.log(r) / t), sp.powsimp(g / r)
+
+
 def am_gm_gap_two() -> sp.Expr:
     """(ρ1 + ρ2)/2 - sqrt(ρ1 ρ2) - (sqrt ρ1 - sqrt ρ2)²/2, simplified: 0, so the AM-GM gap of two
     ratios is a square, >= 0, and zero iff ρ1 = ρ2.

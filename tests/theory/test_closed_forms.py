@@ -96,6 +96,27 @@ def test_expected_geometric_is_below_one_and_tends_to_exp_minus_kl():
     assert sp.simplify(lim - (a[0] * mu3[0] + a[1] * mu3[1] + a[2] * (1 - mu3[0] - mu3[1]))) == 0
 
 
+def test_pointwise_relation_between_g_and_r():
+    log_gap, ratio = importance.pointwise_relation()
+    assert log_gap == 0
+    r, t = sp.Symbol("R", positive=True), sp.Symbol("T", positive=True)
+    assert ratio.subs({r: sp.Rational(1, 2), t: 4}) > 1 and ratio.subs({r: 2, t: 4}) < 1
+    assert ratio.subs({r: 3, t: 1}) == 1  # T = 1: G is R
+
+
+def test_expected_geometric_at_most_one_at_random_points():
+    # Jensen: E_old[G] = (Σ_v μ_v ρ_v^{1/T})^T <= 1, equality iff π = μ
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(200):
+        v = int(torch.randint(2, 6, (1,), generator=gen))
+        mu = torch.softmax(torch.randn(v, generator=gen, dtype=torch.float64), 0).tolist()
+        pi = torch.softmax(torch.randn(v, generator=gen, dtype=torch.float64), 0).tolist()
+        t = int(torch.randint(1, 40, (1,), generator=gen))
+        e_g = sum(m * (p / m) ** (1 / t) for m, p in zip(mu, pi)) ** t
+        assert e_g <= 1 + 1e-12
+    assert importance.expected_geometric_iid([sp.Rational(1, 3)] * 3, [sp.Rational(1, 3)] * 3, 7) == 1
+
+
 def test_am_gm_and_min_max_bounds_at_random_points():
     gen = torch.Generator().manual_seed(0)
     rho = torch.exp(torch.randn(1000, 7, generator=gen, dtype=torch.float64))
