@@ -1,0 +1,131 @@
+r"""Exact engine: expectations by enumerating every sequence of a small policy.
+
+For a policy with V^T <= ``max_sequences`` token arrays (``policy.enumerate()``):
+
+* ``exact_objective``: J = E_π[R(o)] and ∇J = Σ_o π(o) R(o) ∇log π(o) with respect to the
+  policy's logits;
+* ``exact_estimator_mean``: the exact expectation, under the old policy, of the gradient
+  direction a registered objective produces from **one** sequence (batch of one; advantage
+  R(o) - baseline), evaluated at the new policy — bias against ∇J is exact;
+* ``exact_group_estimator_mean``: the same for a group of K samples whose advantages come from
+  a group estimator, for **binary** rewards: by exchangeability E[ĝ] = K·E[c_1 Σ_t w_1t ∇ℓ_1t],
+  and w_1 depends on the other K - 1 samples only through the number m of their successes,
+  m ~ Binomial(K - 1, p_old). Exact when the aggregation's normaliser does not depend on the
+  other sequences' lengths (``seq-mean-token-mean``, ``seq-mean-token-sum``,
+  ``seq-mean-token-sum-norm``, ``token-sum``; ``token-mean`` and ``prompt-token-mean`` only
+  when every sequence has the same length). Elsewhere exactness is not available and the
+  function refuses rather than approximate.
+
+The gradient direction is the ascent direction Σ w ∇ℓ = -∇loss, in logit space ``[T, V]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from sims._checks import require
+from sims.registry import get_advantage, get_objective
+
+RewardFn = Callable[[Tensor, Tensor], Tensor]  # (tokens [N, T], mask [N, T]) -> rewards [N]
+
+# the aggregation a single sequence (or a group with equal lengths) is aggregated with
+_SINGLE = {
+    "token-mean": "seq-mean-token-mean",
+    "prompt-token-mean": "seq-mean-token-mean",
+    "seq-mean-token-mean": "seq-mean-token-mean",
+    "seq-mean-token-sum": "seq-mean-token-sum",
+    "seq-mean-token-sum-norm": "seq-mean-token-sum-norm",
+    "token-sum": "seq-mean-token-sum",
+}
+
+
+def _rewards(reward_fn: RewardFn, tokens: Tensor, mask: Tensor, dtype) -> Tensor:
+    r = reward_fn(tokens, mask)
+    if not isinstance(r, Tensor) or r.shape != tokens.shape[:1]:
+        raise ValueError(f"reward_fn must return a [N] tensor, got {getattr(r, 'shape', type(r))}")
+    return r.to(dtype)
+
+
+def exact_objective(policy, reward_fn: RewardFn, *, max_sequences: int | None = None) -> tuple[Tensor, Tensor]:
+    """(J, ∇J): J = Σ_o π(o) R(o) and ∇J = Σ_o π(o) R(o) Σ_t m_t (e_{o_t} - p_t) in logit space."""
+    kw = {} if max_sequences is None else {"max_sequences": max_sequences}
+    tokens, mask, prob = policy.enumerate(**kw)
+    r = _rewards(reward_fn, tokens, mask, prob.dtype)
+    value = (prob * r).sum()
+    grad = policy.score_sum((prob * r)[:, None] * mask, tokens)
+    return value, grad
+
+
+def _per_sequence_weights(objective: str, config: Any, logp: Tensor, old_logp: Tensor, adv: Tensor,
+                          mask: Tensor) -> Tensor:
+    """w [N, T] of N independent batch-of-one estimators, from one autograd call: with a
+    ``seq-mean-*`` aggregation over N sequences the loss is (1/N) Σ_i loss_i."""
+    spec = get_objective(objective)
+    agg = _SINGLE[config.agg]
+    cfg = dataclasses.replace(config, agg=agg, group_size=None)
+    logp = logp.detach().clone().requires_grad_(True)
+    loss, _ = spec.loss_fn(logp, old_logp, adv, mask, config=cfg)
+    (grad,) = torch.autograd.grad(loss, logp)
+    return -grad * logp.shape[0]
+
+
+def exact_estimator_mean(new_policy, old_policy, reward_fn: RewardFn, objective: str, config: Any, *,
+                         baseline: float = 0.0, max_sequences: int | None = None) -> Tensor:
+    """E_{o~old}[Σ_t w_t(o) ∇ℓ_t(o)] for one sequence with advantage R(o) - baseline, exactly.
+
+    ``new_policy`` and ``old_policy`` must share T, V and EOS (the same token arrays).
+    """
+    _check_pair(new_policy, old_policy)
+    kw = {} if max_sequences is None else {"max_sequences": max_sequences}
+    tokens, mask, prob_old = old_policy.enumerate(**kw)
+    r = _rewards(reward_fn, tokens, mask, prob_old.dtype)
+    adv = (r - baseline)[:, None] * mask
+    w = _per_sequence_weights(objective, config, new_policy.log_prob(tokens), old_policy.log_prob(tokens),
+                              adv, mask)
+    return new_policy.score_sum(prob_old[:, None] * w, tokens)
+
+
+def exact_group_estimator_mean(new_policy, old_policy, reward_fn: RewardFn, objective: str, config: Any,
+                               advantage: str, advantage_config: Any, *, group_size: int,
+                               max_sequences: int | None = None) -> Tensor:
+    """E[ĝ] of a group estimator (K = ``group_size`` samples from ``old_policy``, advantages from
+    the registered ``advantage`` estimator) for binary rewards, exactly (see the module doc)."""
+    _check_pair(new_policy, old_policy)
+    require(isinstance(group_size, int) and group_size >= 1, "group_size", group_size, "an int K >= 1")
+    kw = {} if max_sequences is None else {"max_sequences": max_sequences}
+    tokens, mask, prob_old = old_policy.enumerate(**kw)
+    r = _rewards(reward_fn, tokens, mask, prob_old.dtype)
+    require(bool(((r == 0) | (r == 1)).all()), "reward_fn", "non-binary rewards",
+            "rewards in {0, 1} (exact group expectations condition on a binomial count)")
+    lengths = mask.sum(-1)
+    if config.agg in ("token-mean", "prompt-token-mean"):
+        require(bool((lengths == lengths[0]).all()), "agg", config.agg,
+                "an aggregation whose normaliser ignores the other sequences' lengths; with "
+                "variable lengths token-mean / prompt-token-mean have no exact group expectation here")
+    p_success = float((prob_old * r).sum())
+    estimator = get_advantage(advantage)
+    k = group_size
+    total = torch.zeros_like(new_policy.logits)
+    for m in range(k):  # successes among the other K - 1 samples
+        weight_m = math.comb(k - 1, m) * p_success**m * (1 - p_success) ** (k - 1 - m)
+        if weight_m == 0.0:
+            continue
+        others = [1.0] * m + [0.0] * (k - 1 - m)
+        groups = torch.tensor([[0.0] + others, [1.0] + others], dtype=prob_old.dtype)  # r_1 = 0, 1
+        a1 = estimator.fn(groups, config=advantage_config)[:, 0]  # A_1 for r_1 = 0 and r_1 = 1
+        adv = torch.where(r > 0.5, a1[1], a1[0])[:, None] * mask
+        w = _per_sequence_weights(objective, config, new_policy.log_prob(tokens),
+                                  old_policy.log_prob(tokens), adv, mask)
+        total = total + weight_m * new_policy.score_sum(prob_old[:, None] * w, tokens)
+    return total  # K·(1/K): a group of K with a seq-mean normaliser 1/K per sequence
+
+
+def _check_pair(new_policy, old_policy) -> None:
+    same = (new_policy.logits.shape == old_policy.logits.shape and new_policy.eos == old_policy.eos)
+    require(same, "old_policy", f"T x V = {tuple(old_policy.logits.shape)}, eos={old_policy.eos}",
+            f"the new policy's T x V = {tuple(new_policy.logits.shape)} and eos={new_policy.eos}")
