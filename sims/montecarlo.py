@@ -1,0 +1,241 @@
+r"""Monte Carlo engine: M independent replicas of a batch estimator, streamed.
+
+A replica is one batch of G prompts x K samples drawn from the old policy; its estimator is
+advantages (a registered estimator, per group) + a registered objective with its aggregation.
+For each chunk of replicas:
+
+1. sample all sequences at once and compute rewards and advantages;
+2. one autograd call of the objective with ``agg="token-sum"`` gives every token's
+   unnormalised weight (every aggregation is linear with a normaliser c_i that is constant
+   within a sequence — ``theory.aggregation`` derives it — so the weight under ``agg`` is
+   c_i times the token-sum weight); c_i is computed per replica;
+3. the per-replica gradient g_r = Σ_it w_it (e_{o_it} - p_t) is a weighted histogram over
+   (replica, position, token) minus a rank-one term (closed-form softmax score) — no
+   per-sample autograd and no ``[N, T, V]`` tensor;
+4. sums of g_r and g_r² (elementwise), of ‖g_r - ∇J‖² and of the other per-replica scalars are
+   accumulated in float64, so memory does not grow with M.
+
+Intervals use ``n_batches`` batch means (replicas are i.i.d., so batch means are i.i.d. too):
+statistics that are themselves means (variance trace, MSE, zero-weight fraction, ESS) get a
+t-interval over their batch values; smooth functions of the mean gradient (bias norm, cosine,
+SNR) get a delete-one-batch jackknife (bias-corrected point, t-interval with the jackknife
+standard error). Only ``n_batches`` batch means of size T·V are kept. Every reported number
+carries an interval.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import Tensor
+
+from sims._checks import require
+from sims.registry import get_advantage, get_objective
+
+RewardFn = Callable[[Tensor, Tensor], Tensor]
+
+GROUP_LOCAL_ADVANTAGES = ("raw", "group_mean", "drgrpo", "grpo", "rloo", "nsr", "psr")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MCConfig:
+    """Config of ``mc_gradient``.
+
+    Attributes:
+        n_replicas: M, the number of independent batches (a multiple of ``n_batches``).
+        n_groups: G prompts per batch (all with the same policy here).
+        group_size: K samples per prompt.
+        chunk: replicas processed together (memory ~ chunk·G·K·T).
+        n_batches: batch means used for the intervals (>= 2).
+        level: confidence level of the intervals.
+        seed: seed of the sampling generator.
+        max_len: the generation budget for ``seq-mean-token-sum-norm`` (defaults to T).
+    """
+
+    n_replicas: int = 20_000
+    n_groups: int = 1
+    group_size: int = 8
+    chunk: int = 1_000
+    n_batches: int = 20
+    level: float = 0.95
+    seed: int = 0
+    max_len: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("n_replicas", "n_groups", "group_size", "chunk", "n_batches"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and value >= 1, name, value, "an int >= 1")
+        require(self.n_batches >= 2, "n_batches", self.n_batches, "n_batches >= 2")
+        require(self.n_replicas % self.n_batches == 0, "n_replicas", self.n_replicas,
+                f"a multiple of n_batches={self.n_batches}")
+        require(0 < self.level < 1, "level", self.level, "0 < level < 1")
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with a two-sided confidence interval."""
+
+    estimate: float
+    low: float
+    high: float
+
+    def __repr__(self) -> str:
+        return f"{self.estimate:.6g} [{self.low:.6g}, {self.high:.6g}]"
+
+
+@dataclass(frozen=True)
+class MCResult:
+    """What ``mc_gradient`` measured. Gradients are ascent directions in logit space [T, V].
+
+    Attributes:
+        mean: mean of the per-replica gradients; ``mean_se`` its per-coordinate standard error.
+        var_trace: tr Cov(ĝ) of one replica's estimator.
+        bias_norm, cosine, mse: ‖E ĝ - ∇J‖, cos(E ĝ, ∇J), E‖ĝ - ∇J‖² (with ``truth`` given).
+        snr: ‖E ĝ‖² / tr Cov(ĝ).
+        zero_weight_frac: fraction of valid tokens whose gradient weight is exactly 0.
+        ess_frac: Kish effective sample size / n of the sequence importance ratios in a batch.
+        n_sequences: sequences sampled in all.
+    """
+
+    mean: Tensor
+    mean_se: Tensor
+    var_trace: Interval
+    snr: Interval
+    zero_weight_frac: Interval
+    ess_frac: Interval
+    bias_norm: Interval | None
+    cosine: Interval | None
+    mse: Interval | None
+    n_sequences: int
+
+
+def _normaliser(agg: str, mask: Tensor, n_rep: int, g: int, k: int, max_len: int) -> Tensor:
+    """c_i [R·B] of each sequence within its replica (closed forms of ``theory.aggregation``)."""
+    lengths = mask.sum(-1)  # (R·B,)
+    b = g * k
+    if agg == "token-mean":
+        per_rep = lengths.reshape(n_rep, b).sum(-1)
+        return (1.0 / per_rep).repeat_interleave(b)
+    if agg == "seq-mean-token-mean":
+        return 1.0 / (b * lengths)
+    if agg == "seq-mean-token-sum":
+        return torch.full_like(lengths, 1.0 / b)
+    if agg == "seq-mean-token-sum-norm":
+        return torch.full_like(lengths, 1.0 / (b * max_len))
+    if agg == "prompt-token-mean":
+        per_group = lengths.reshape(n_rep * g, k).sum(-1)
+        return (1.0 / (g * per_group)).repeat_interleave(k)
+    return torch.ones_like(lengths)  # token-sum
+
+
+def _interval(batch_values: np.ndarray, level: float) -> Interval:
+    n = len(batch_values)
+    est = float(batch_values.mean())
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * batch_values.std(ddof=1) / math.sqrt(n))
+    return Interval(est, est - half, est + half)
+
+
+def _jackknife(batch_means: Tensor, fn: Callable[[Tensor], float], level: float) -> Interval:
+    """Delete-one-batch jackknife of ``fn(mean)``: bias-corrected point and t-interval."""
+    n = batch_means.shape[0]
+    full = fn(batch_means.mean(0))
+    loo = np.array([fn((batch_means.sum(0) - batch_means[j]) / (n - 1)) for j in range(n)])
+    point = n * full - (n - 1) * loo.mean()
+    se = math.sqrt((n - 1) / n * ((loo - loo.mean()) ** 2).sum())
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * se)
+    return Interval(float(point), float(point - half), float(point + half))
+
+
+def mc_gradient(new_policy, old_policy, reward_fn: RewardFn, objective: str, config: Any,
+                advantage: str, advantage_config: Any, mc: MCConfig, *,
+                truth: Tensor | None = None) -> MCResult:
+    """Bias, variance and MSE of a batch estimator by Monte Carlo (see the module docstring).
+
+    ``truth`` (e.g. ``sims.exact.exact_objective(new_policy, reward_fn)[1]``) enables the bias,
+    cosine and MSE. Sampling uses only ``torch.Generator().manual_seed(mc.seed)``.
+    """
+    require(advantage in GROUP_LOCAL_ADVANTAGES, "advantage", advantage,
+            "one of " + ", ".join(GROUP_LOCAL_ADVANTAGES) + " (per-group estimators)")
+    spec, est = get_objective(objective), get_advantage(advantage)
+    t_len, vocab = new_policy.logits.shape
+    g, k = mc.n_groups, mc.group_size
+    max_len = mc.max_len or t_len
+    token_sum = dataclasses.replace(config, agg="token-sum", max_len=None, group_size=None)
+    gen = torch.Generator().manual_seed(mc.seed)
+    probs = torch.softmax(new_policy.logits, -1).to(torch.float64)  # (T, V)
+    truth64 = None if truth is None else truth.to(torch.float64)
+    per_batch = mc.n_replicas // mc.n_batches
+    means = torch.zeros(mc.n_batches, t_len, vocab, dtype=torch.float64)
+    total_sq = torch.zeros(t_len, vocab, dtype=torch.float64)
+    scalars = {key: np.zeros(mc.n_batches) for key in ("var_trace", "zero", "ess", "sq_err")}
+    for j in range(mc.n_batches):
+        s1 = torch.zeros(t_len, vocab, dtype=torch.float64)
+        s2 = torch.zeros(t_len, vocab, dtype=torch.float64)
+        done = 0
+        while done < per_batch:
+            n_rep = min(mc.chunk, per_batch - done)
+            grads, zero, ess = _chunk(new_policy, old_policy, reward_fn, spec, token_sum, est,
+                                      advantage_config, config.agg, n_rep, g, k, max_len, probs, gen)
+            s1 += grads.sum(0)
+            s2 += (grads * grads).sum(0)
+            if truth64 is not None:
+                scalars["sq_err"][j] += float(((grads - truth64) ** 2).sum())
+            scalars["zero"][j] += zero
+            scalars["ess"][j] += ess
+            done += n_rep
+        means[j] = s1 / per_batch
+        total_sq += s2
+        scalars["var_trace"][j] = float(((s2 - per_batch * means[j] ** 2) / (per_batch - 1)).sum())
+    for key in ("zero", "ess", "sq_err"):
+        scalars[key] /= per_batch
+    level = mc.level
+    var_trace = _interval(scalars["var_trace"], level)
+    mean = means.mean(0)
+    m = mc.n_replicas
+    mean_se = ((total_sq - m * mean * mean) / (m - 1) / m).sqrt()  # per coordinate, M - 1 dof
+    bias = cos = mse = None
+    if truth64 is not None:
+        bias = _jackknife(means, lambda m: float((m - truth64).norm()), level)
+        cos = _jackknife(means, lambda m: float((m * truth64).sum() / (m.norm() * truth64.norm())), level)
+        mse = _interval(scalars["sq_err"], level)
+    snr = _jackknife(means, lambda m: float((m * m).sum()) / var_trace.estimate, level)
+    return MCResult(
+        mean=mean, mean_se=mean_se, var_trace=var_trace, snr=snr,
+        zero_weight_frac=_interval(scalars["zero"], level), ess_frac=_interval(scalars["ess"], level),
+        bias_norm=bias, cosine=cos, mse=mse, n_sequences=mc.n_replicas * g * k,
+    )
+
+
+def _chunk(new_policy, old_policy, reward_fn, spec, token_sum, est, advantage_config, agg,
+           n_rep, g, k, max_len, probs, gen):
+    """Per-replica gradients [R, T, V] of one chunk, plus summed zero-weight and ESS fractions."""
+    t_len, vocab = probs.shape
+    b = g * k
+    dtype = new_policy.logits.dtype  # compute in the policy's dtype, accumulate in float64
+    tokens, mask = old_policy.sample(n_rep * b, generator=gen)  # (R·B, T)
+    rewards = reward_fn(tokens, mask).to(dtype).reshape(n_rep * g, k)
+    mask = mask.to(dtype)
+    adv = est.fn(rewards, config=advantage_config).reshape(-1, 1) * mask  # (R·B, T)
+    logp = new_policy.log_prob(tokens).detach().requires_grad_(True)
+    old_logp = old_policy.log_prob(tokens).to(dtype)
+    loss, _ = spec.loss_fn(logp, old_logp, adv, mask, config=token_sum)
+    (grad,) = torch.autograd.grad(loss, logp)
+    w = (-grad * _normaliser(agg, mask, n_rep, g, k, max_len)[:, None]).to(torch.float64)  # (R·B, T)
+    rep = torch.arange(n_rep).repeat_interleave(b)[:, None]  # (R·B, 1)
+    flat = (rep * t_len + torch.arange(t_len)[None, :]) * vocab + tokens  # (R·B, T)
+    hist = torch.zeros(n_rep * t_len * vocab, dtype=torch.float64)
+    hist.index_add_(0, flat.reshape(-1), w.reshape(-1))
+    w_sum = w.reshape(n_rep, b, t_len).sum(1)  # (R, T)
+    grads = hist.reshape(n_rep, t_len, vocab) - w_sum[:, :, None] * probs[None]
+    valid = mask > 0
+    zero = ((w == 0) & valid).reshape(n_rep, -1).sum(-1) / valid.reshape(n_rep, -1).sum(-1)
+    log_r = ((logp.detach() - old_logp) * mask).sum(-1).reshape(n_rep, b)
+    r = torch.exp(log_r - log_r.max(-1, keepdim=True).values)
+    ess = r.sum(-1) ** 2 / (r * r).sum(-1) / b
+    return grads, float(zero.sum()), float(ess.sum())
