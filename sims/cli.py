@@ -92,6 +92,41 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from sims.bench import run_bench
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.stderr.write(f"pgverify bench: error: --device {args.device!r} is not available "
+                         "(torch.cuda.is_available() is False); allowed: cpu\n")
+        return 2
+    result = run_bench(args.device, quick=args.quick)
+    for key, value in result.items():
+        text = f"{value:,.1f}" if isinstance(value, float) else str(value)
+        sys.stdout.write(f"{key:<18} {text}\n")
+    if args.json:
+        _write_json_atomic(args.json, result)
+    return 0
+
+
+def _write_json_atomic(path: str, data: Any) -> None:
+    """Write JSON to a temporary file beside ``path``, then rename: never a half-written file."""
+    import os
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".pgverify-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pgverify",
@@ -103,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
                                          "aggregations, KL estimators, filters and algorithms")
     p_list.add_argument("--json", action="store_true", help="print JSON instead of text")
     p_list.set_defaults(func=_cmd_list)
+    p_bench = sub.add_parser("bench", help="throughput of the Monte Carlo engine vs a per-sample "
+                                           "autograd loop and torch.func.vmap, and the exact engine")
+    p_bench.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    p_bench.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    p_bench.add_argument("--quick", action="store_true", help="smaller workloads (a few seconds)")
+    p_bench.set_defaults(func=_cmd_bench)
     return parser
 
 

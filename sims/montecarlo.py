@@ -168,7 +168,7 @@ def mc_gradient(new_policy, old_policy, reward_fn: RewardFn, objective: str, con
     max_len = mc.max_len or t_len
     token_sum = dataclasses.replace(config, agg="token-sum", max_len=None, group_size=None)
     gen = torch.Generator().manual_seed(mc.seed)
-    probs = torch.softmax(new_policy.logits, -1).to(torch.float64)  # (T, V)
+    probs = torch.softmax(new_policy.logits, -1).to(torch.float64)  # (T, V), on the policy's device
     truth64 = None if truth is None else truth.to(torch.float64)
     per_batch = mc.n_replicas // mc.n_batches
     means = torch.zeros(mc.n_batches, t_len, vocab, dtype=torch.float64)
@@ -227,12 +227,13 @@ def _chunk(new_policy, old_policy, reward_fn, spec, token_sum, est, advantage_co
     loss, _ = spec.loss_fn(logp, old_logp, adv, mask, config=token_sum)
     (grad,) = torch.autograd.grad(loss, logp)
     w = (-grad * _normaliser(agg, mask, n_rep, g, k, max_len)[:, None]).to(torch.float64)  # (R·B, T)
-    rep = torch.arange(n_rep).repeat_interleave(b)[:, None]  # (R·B, 1)
-    flat = (rep * t_len + torch.arange(t_len)[None, :]) * vocab + tokens  # (R·B, T)
-    hist = torch.zeros(n_rep * t_len * vocab, dtype=torch.float64)
+    dev = tokens.device
+    rep = torch.arange(n_rep, device=dev).repeat_interleave(b)[:, None]  # (R·B, 1)
+    flat = (rep * t_len + torch.arange(t_len, device=dev)[None, :]) * vocab + tokens  # (R·B, T)
+    hist = torch.zeros(n_rep * t_len * vocab, dtype=torch.float64, device=dev)
     hist.index_add_(0, flat.reshape(-1), w.reshape(-1))
     w_sum = w.reshape(n_rep, b, t_len).sum(1)  # (R, T)
-    grads = hist.reshape(n_rep, t_len, vocab) - w_sum[:, :, None] * probs[None]
+    grads = (hist.reshape(n_rep, t_len, vocab) - w_sum[:, :, None] * probs[None]).cpu()
     valid = mask > 0
     zero = ((w == 0) & valid).reshape(n_rep, -1).sum(-1) / valid.reshape(n_rep, -1).sum(-1)
     log_r = ((logp.detach() - old_logp) * mask).sum(-1).reshape(n_rep, b)

@@ -40,3 +40,24 @@ def test_usage_errors_exit_2(argv, capsys):
         main(argv)
     assert exc.value.code == 2
     assert "usage: pgverify" in capsys.readouterr().err
+
+
+def test_bench_quick_writes_json(tmp_path, capsys, monkeypatch):
+    from sims import bench
+
+    fake = {"device": "cpu", "T": 64, "V": 32, "engine_seq_per_s": 1.0, "loop_seq_per_s": 1.0,
+            "vmap_seq_per_s": 1.0, "exact_seconds": 1.0, "peak_rss_mb": 1.0}
+    monkeypatch.setattr(bench, "run_bench", lambda device, quick: fake)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--json", str(out)]) == 0
+    assert json.loads(out.read_text()) == fake
+    assert "engine_seq_per_s" in capsys.readouterr().out
+
+
+def test_bench_rejects_an_unavailable_device(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    assert main(["bench", "--device", "cuda"]) == 2
+    assert "--device 'cuda' is not available" in capsys.readouterr().err

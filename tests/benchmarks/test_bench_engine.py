@@ -1,0 +1,25 @@
+"""pytest-benchmark view of ``pgverify bench`` (skipped unless ``--benchmark-only``): the Monte
+Carlo engine, the per-sample autograd loop and ``torch.func.vmap`` on the same CISPO workload,
+and the exact engine on 2^20 sequences. Throughput in sequences per second is in extra_info."""
+
+from __future__ import annotations
+
+import pytest
+
+from sims import bench
+
+CASES = {"engine": (bench.bench_engine, 2_000), "loop": (bench.bench_loop, 20),
+         "vmap": (bench.bench_vmap, 500)}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bench_mc_gradient(benchmark, name):
+    fn, n = CASES[name]
+    seq_per_s = benchmark.pedantic(fn, args=("cpu", n), rounds=3, iterations=1)
+    benchmark.extra_info["seq_per_s"] = seq_per_s
+    assert seq_per_s > 0
+
+
+def test_bench_exact_engine(benchmark):
+    seconds = benchmark.pedantic(bench.bench_exact, args=("cpu",), rounds=1, iterations=1)
+    assert seconds > 0
