@@ -39,6 +39,13 @@ def _batch(spec, params, **kw):
                       per_token_adv=spec.advantage_level == "token", **kw)
 
 
+def _case(name, agg, params):
+    """The spec, a random batch and the default config with aggregation ``agg``."""
+    spec = OBJECTIVES[name]
+    b = _batch(spec, params)
+    return spec, b, _config(name, agg, b)
+
+
 def _run(spec, cfg, logp, old_logp, adv, mask):
     logp = logp.clone().requires_grad_(True)
     loss, diag = spec.loss_fn(logp, old_logp, adv, mask, config=cfg)
@@ -52,9 +59,8 @@ CASES = [(name, agg) for name in OBJECTIVES for agg in AGGREGATIONS]
 @pytest.mark.parametrize(("name", "agg"), CASES)
 @given(params=batch_params)
 def test_all_objectives_finite_loss_and_gradient(name, agg, params):
-    spec = OBJECTIVES[name]
-    b = _batch(spec, params)
-    loss, grad, diag = _run(spec, _config(name, agg, b), b.logp, b.old_logp, b.adv, b.mask)
+    spec, b, cfg = _case(name, agg, params)
+    loss, grad, diag = _run(spec, cfg, b.logp, b.old_logp, b.adv, b.mask)
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert torch.isfinite(grad).all()
     assert (grad[b.mask == 0] == 0).all()
@@ -67,12 +73,11 @@ def test_all_objectives_finite_loss_and_gradient(name, agg, params):
 @pytest.mark.parametrize(("name", "agg"), CASES)
 @given(params=batch_params)
 def test_all_objectives_stop_gradient_old_logp_and_adv(name, agg, params):
-    spec = OBJECTIVES[name]
-    b = _batch(spec, params)
+    spec, b, cfg = _case(name, agg, params)
     logp = b.logp.clone().requires_grad_(True)
     old_logp = b.old_logp.clone().requires_grad_(True)
     adv = b.adv.clone().requires_grad_(True)
-    loss, _ = spec.loss_fn(logp, old_logp, adv, b.mask, config=_config(name, agg, b))
+    loss, _ = spec.loss_fn(logp, old_logp, adv, b.mask, config=cfg)
     g_old, g_adv = torch.autograd.grad(loss, (old_logp, adv), allow_unused=True)
     for g in (g_old, g_adv):
         assert g is None or (g == 0).all()
@@ -81,9 +86,7 @@ def test_all_objectives_stop_gradient_old_logp_and_adv(name, agg, params):
 @pytest.mark.parametrize(("name", "agg"), CASES)
 @given(params=batch_params)
 def test_all_objectives_padding_invariant(name, agg, params):
-    spec = OBJECTIVES[name]
-    b = _batch(spec, params)
-    cfg = _config(name, agg, b)
+    spec, b, cfg = _case(name, agg, params)
     loss, grad, _ = _run(spec, cfg, b.logp, b.old_logp, b.adv, b.mask)
     pad = 3
     gen = torch.Generator().manual_seed(params[0])
@@ -99,9 +102,7 @@ def test_all_objectives_padding_invariant(name, agg, params):
 @pytest.mark.parametrize(("name", "agg"), CASES)
 @given(params=batch_params)
 def test_all_objectives_batch_permutation_invariant(name, agg, params):
-    spec = OBJECTIVES[name]
-    b = _batch(spec, params)
-    cfg = _config(name, agg, b)
+    spec, b, cfg = _case(name, agg, params)
     loss, grad, _ = _run(spec, cfg, b.logp, b.old_logp, b.adv, b.mask)
     gen = torch.Generator().manual_seed(params[0] + 1)
     n_groups, k = b.logp.shape[0] // b.group_size, b.group_size

@@ -74,6 +74,14 @@ def _with_batch_shape(cfg, b):
     return dataclasses.replace(cfg, max_len=b.max_len, group_size=b.group_size)
 
 
+def _random_case(name, data, params):
+    """The spec, a random batch and a random config sized to it."""
+    spec = OBJECTIVES[name]
+    seed, n_groups, group_size, width = params
+    b = make_batch(seed, n_groups, group_size, width, per_token_adv=spec.advantage_level == "token")
+    return spec, b, _with_batch_shape(data.draw(configs(name)), b)
+
+
 def _torch_grad(spec, cfg, b):
     logp = b.logp.clone().requires_grad_(True)
     loss, _ = spec.loss_fn(logp, b.old_logp, b.adv, b.mask, config=cfg)
@@ -95,10 +103,7 @@ def test_every_config_field_has_a_strategy():
 @pytest.mark.parametrize("name", list(OBJECTIVES))
 @given(data=st.data(), params=batch_params)
 def test_autograd_equals_symbolic_weight(name, data, params):
-    spec = OBJECTIVES[name]
-    seed, n_groups, group_size, width = params
-    b = make_batch(seed, n_groups, group_size, width, per_token_adv=spec.advantage_level == "token")
-    cfg = _with_batch_shape(data.draw(configs(name)), b)
+    spec, b, cfg = _random_case(name, data, params)
     grad = _torch_grad(spec, cfg, b)
     w = batch_weights(spec.theory, b.logp, b.old_logp, b.adv, b.mask, cfg)
     scale = max(np.abs(w).max(), np.finfo(np.float64).tiny)
@@ -196,10 +201,7 @@ def test_stop_gradient_detection():
 @settings(max_examples=25)
 @given(data=st.data(), params=batch_params)
 def test_gradcheck(name, data, params):
-    spec = OBJECTIVES[name]
-    seed, n_groups, group_size, width = params
-    b = make_batch(seed, n_groups, group_size, width, per_token_adv=spec.advantage_level == "token")
-    cfg = _with_batch_shape(data.draw(configs(name)), b)
+    spec, b, cfg = _random_case(name, data, params)
     assume(not stops_gradient(spec.theory, cfg))
     logp = b.logp.clone().requires_grad_(True)
     fn = lambda x: spec.loss_fn(x, b.old_logp, b.adv, b.mask, config=cfg)[0]  # noqa: E731
