@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from sims._checks import require
+from sims.aggregation import token_weights
 from sims.registry import get_advantage, get_objective
 
 RewardFn = Callable[[Tensor, Tensor], Tensor]  # (tokens [N, T], mask [N, T]) -> rewards [N]
@@ -122,7 +123,18 @@ def exact_group_estimator_mean(new_policy, old_policy, reward_fn: RewardFn, obje
         w = _per_sequence_weights(objective, config, new_policy.log_prob(tokens),
                                   old_policy.log_prob(tokens), adv, mask)
         total = total + weight_m * new_policy.score_sum(prob_old[:, None] * w, tokens)
-    return total  # K·(1/K): a group of K with a seq-mean normaliser 1/K per sequence
+    return _group_scale(config, k) * total
+
+
+def _group_scale(config: Any, k: int) -> float:
+    """K·c_group/c_single: K exchangeable members, each with the group aggregation's normaliser
+    instead of the batch-of-one one (1 for the seq-mean and token-mean modes, K for token-sum).
+    Derived from ``token_weights`` on length-1 sequences; the ratio does not depend on length
+    for the modes accepted here."""
+    kw = dict(agg=config.agg, max_len=config.max_len or 1)
+    group = token_weights(torch.ones(k, 1, dtype=torch.float64), group_size=k, **kw)[0, 0]
+    single = token_weights(torch.ones(1, 1, dtype=torch.float64), group_size=1, **kw)[0, 0]
+    return float(k * group / single)
 
 
 def _check_pair(new_policy, old_policy) -> None:

@@ -102,6 +102,17 @@ def test_group_baselines_exactly(k):
     torch.testing.assert_close(mean, (k - 1) / k * truth, atol=1e-12, rtol=0)  # shrunk by (K-1)/K
 
 
+def test_group_expectation_scales_with_the_aggregation():
+    # token-sum adds the K members' terms; seq-mean-token-sum averages them: a factor K exactly
+    old, _ = _setup()
+    reward = _first_token_is(1)
+    args = (old, old, reward, "reinforce")
+    total = exact_group_estimator_mean(*args, O.ReinforceConfig(agg="token-sum"), "rloo", NoConfig(), group_size=3)
+    mean = exact_group_estimator_mean(*args, O.ReinforceConfig(agg="seq-mean-token-sum"), "rloo", NoConfig(),
+                                      group_size=3)
+    torch.testing.assert_close(total, 3 * mean, atol=1e-12, rtol=0)
+
+
 @pytest.mark.parametrize(("advantage", "config"), [("grpo", StdConfig(std="population", eps=1e-6)),
                                                   ("rloo", NoConfig())])
 def test_group_conditioning_equals_brute_force_over_all_pairs(advantage, config):

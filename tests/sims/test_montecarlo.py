@@ -45,6 +45,7 @@ CASES = [
     ("ppo_clip", O.PpoClipConfig(agg="seq-mean-token-mean"), "grpo", StdConfig(std="population"), True),
     ("gspo", O.GspoConfig(eps_low=0.05, eps_high=0.05), "grpo", StdConfig(), True),
     ("sgs_cispo", O.SgsCispoConfig(agg="seq-mean-token-sum", p_mode="token"), "rloo", NoConfig(), True),
+    ("reinforce", O.ReinforceConfig(agg="token-sum"), "rloo", NoConfig(), False),
 ]
 
 
