@@ -593,14 +593,12 @@ def _check_cispo_eps(eps_low: float | None, eps_high: float) -> None:
             f"eps_high > -1 with 1 + eps_high > {lower} (the lower clip bound)")
 
 
-def _cispo_weight(logp: Tensor, old_logp: Tensor, eps_low: float | None, eps_high: float) -> Tensor:
-    """sg(clip(ρ, 1 - eps_low, 1 + eps_high)) as ``[B, T]``."""
-    ratio = torch.exp((logp - old_logp).detach())
+def _cispo_weight(ratio: Tensor, eps_low: float | None, eps_high: float) -> Tensor:
+    """sg(clip(ρ, 1 - eps_low, 1 + eps_high)) as ``[B, T]``, from the detached ratio ρ."""
     return torch.clamp(ratio, min=_lower(eps_low), max=1.0 + eps_high)
 
 
-def _cispo_clip_diagnostics(diag, logp, old_logp, weight, config, m):
-    r = torch.exp((logp - old_logp).detach())
+def _cispo_clip_diagnostics(diag, r, weight, config, m):
     low = torch.zeros_like(r, dtype=torch.bool) if config.eps_low is None else r < 1.0 - config.eps_low
     diag["clip_frac_low"] = _frac(low, m).detach()
     diag["clip_frac_high"] = _frac(r > 1.0 + config.eps_high, m).detach()
@@ -643,9 +641,10 @@ def cispo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, config: 
     """
     old_logp, adv, m = _prepare(logp, old_logp, adv, mask)
     diag = _ratio_diagnostics(logp, old_logp, m)
-    weight = _cispo_weight(logp, old_logp, config.eps_low, config.eps_high)  # (B, T)
+    ratio = torch.exp((logp - old_logp).detach())  # (B, T), detached
+    weight = _cispo_weight(ratio, config.eps_low, config.eps_high)  # (B, T)
     loss = aggregate(-weight * adv * logp, m, **agg_fields(config))
-    return loss, _cispo_clip_diagnostics(diag, logp, old_logp, weight, config, m)
+    return loss, _cispo_clip_diagnostics(diag, ratio, weight, config, m)
 
 
 # ----------------------------------------------------------------------------- SAPO
@@ -802,12 +801,13 @@ def sgs_cispo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, conf
     """
     old_logp, adv, m = _prepare(logp, old_logp, adv, mask)
     diag = _ratio_diagnostics(logp, old_logp, m)
-    weight = _cispo_weight(logp, old_logp, config.eps_low, config.eps_high)  # (B, T)
+    ratio = torch.exp((logp - old_logp).detach())  # (B, T), detached
+    weight = _cispo_weight(ratio, config.eps_low, config.eps_high)  # (B, T)
     scale = sgs_scale(logp, adv, m, k=config.k, tau=config.tau, p_mode=config.p_mode)  # (B, T)
     if config.stop_grad_s:
         scale = scale.detach()
     loss = aggregate(-scale * weight * adv * logp, m, **agg_fields(config))
-    diag = _cispo_clip_diagnostics(diag, logp, old_logp, weight, config, m)
+    diag = _cispo_clip_diagnostics(diag, ratio, weight, config, m)
     diag["sgs_scale_mean"] = _masked_mean(scale.detach(), m)
     diag["sgs_prob_mean"] = _masked_mean(_confidence(logp.detach(), m, config.p_mode), m)
     return loss, diag
