@@ -29,12 +29,11 @@ def test_enumeration_is_a_distribution_with_and_without_eos():
     p = _policy(3)
     tokens, mask, prob = p.enumerate()
     lp = p.log_probs()
-    prefix = (0, 3)  # ends at position 1
-    total = prob[(tokens[:, 0] == 0) & (tokens[:, 1] == 3)].sum()
-    assert float(total) == pytest.approx(float((lp[0, 0] + lp[1, 3]).exp()), abs=1e-12)
-    assert (mask[(tokens[:, 0] == 0) & (tokens[:, 1] == 3)] == torch.tensor([1.0, 1.0, 0.0],
-                                                                           dtype=mask.dtype)).all()
-    assert prefix == (0, 3)
+    prefix = (0, 3)  # token 3 is EOS, so the sequence ends at position 1
+    rows = (tokens[:, 0] == prefix[0]) & (tokens[:, 1] == prefix[1])
+    expected = float((lp[0, prefix[0]] + lp[1, prefix[1]]).exp())
+    assert float(prob[rows].sum()) == pytest.approx(expected, abs=1e-12)
+    assert (mask[rows] == torch.tensor([1.0, 1.0, 0.0], dtype=mask.dtype)).all()
 
 
 def _frequencies_within_z(policy, tokens):
