@@ -45,7 +45,7 @@ def check_float_tensor(name: str, x: Any) -> None:
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must have a floating dtype, got {x.dtype}")
-    if not bool(torch.isfinite(x).all()):
+    if x.numel() and not _all_finite(x):
         bad = (~torch.isfinite(x)).nonzero()[0].tolist()
         value = x[tuple(bad)].item()
         raise ValueError(
@@ -62,10 +62,9 @@ def check_mask(mask: Any, shape: torch.Size | None = None) -> None:
         raise ValueError(f"mask has shape {tuple(mask.shape)}; allowed: {tuple(shape)} (same as logp)")
     if mask.dim() != 2:
         raise ValueError(f"mask has shape {tuple(mask.shape)}; allowed: 2-D [B, T]")
-    m = mask.to(torch.float64)
-    if not bool(((m == 0) | (m == 1)).all()):
+    if mask.numel() and not _is_binary(mask):
         raise ValueError("mask has values other than 0 and 1; allowed: 0 (padding) or 1 (valid token)")
-    lengths = m.sum(-1)
+    lengths = mask.sum(-1, dtype=torch.float64)
     if not bool((lengths > 0).any()):
         raise ValueError("mask is all zero; allowed: at least one valid token in every sequence")
     if not bool((lengths > 0).all()):
@@ -104,12 +103,44 @@ def check_token_tensors(mask: Tensor, **tensors: Tensor) -> None:
 
 def check_log_probs(name: str, x: Tensor, mask: Tensor) -> None:
     """Log-probabilities must be <= 0 on valid tokens."""
+    if x.numel() == 0 or float(x.detach().max()) <= 0:  # one pass in the common case
+        return
     bad = (x.detach() > 0) & (mask != 0)
     if bool(bad.any()):
         idx = tuple(bad.nonzero()[0].tolist())
         raise ValueError(
             f"{name} has value {x[idx].item()} > 0 at index {idx}; allowed: log-probabilities <= 0"
         )
+
+
+def check_policy_pair(new_policy, old_policy) -> None:
+    """The two policies of an estimator share family, parameter shape, T, EOS and prompts."""
+    same = (type(new_policy) is type(old_policy) and new_policy.score_shape == old_policy.score_shape
+            and new_policy.horizon == old_policy.horizon and new_policy.eos == old_policy.eos
+            and new_policy.n_prompts == old_policy.n_prompts)
+    require(same, "old_policy",
+            f"{type(old_policy).__name__}(shape={tuple(old_policy.score_shape)}, T={old_policy.horizon}, "
+            f"eos={old_policy.eos}, P={old_policy.n_prompts})",
+            f"the new policy's family, shape {tuple(new_policy.score_shape)}, T={new_policy.horizon}, "
+            f"eos={new_policy.eos} and P={new_policy.n_prompts}")
+
+
+def _all_finite(x: Tensor) -> bool:
+    """All elements finite, in one reduction pass: min and max propagate NaN and are ±inf iff
+    some element is."""
+    lo, hi = torch.aminmax(x.detach())
+    return bool(torch.isfinite(lo) & torch.isfinite(hi))
+
+
+def _is_binary(mask: Tensor) -> bool:
+    """Every element is 0 or 1 (for any dtype; bool masks are binary by construction)."""
+    if mask.dtype == torch.bool:
+        return True
+    lo, hi = torch.aminmax(mask.detach())
+    if not bool((lo >= 0) & (hi <= 1)):
+        return False
+    # in [0, 1] a value is 0 or 1 exactly when its fractional part is 0
+    return not mask.is_floating_point() or not bool(mask.detach().frac().any())
 
 
 def float_mask(mask: Tensor, like: Tensor) -> Tensor:

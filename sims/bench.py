@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from policies.tabular import TabularPolicy, perturb
+from policies.perturb import perturb
+from policies.tabular import TabularPolicy
 from sims import objectives as O
 from sims.advantages import StdConfig, grpo_advantages
 from sims.exact import exact_estimator_mean

@@ -3,7 +3,7 @@ r"""Exact engine: expectations by enumerating every sequence of a small policy.
 For a policy with V^T <= ``max_sequences`` token arrays (``policy.enumerate()``):
 
 * ``exact_objective``: J = E_π[R(o)] and ∇J = Σ_o π(o) R(o) ∇log π(o) with respect to the
-  policy's logits;
+  policy's parameters;
 * ``exact_estimator_mean``: the exact expectation, under the old policy, of the gradient
   direction a registered objective produces from **one** sequence (batch of one; advantage
   R(o) - baseline), evaluated at the new policy — bias against ∇J is exact;
@@ -16,23 +16,26 @@ For a policy with V^T <= ``max_sequences`` token arrays (``policy.enumerate()``)
   when every sequence has the same length). Elsewhere exactness is not available and the
   function refuses rather than approximate.
 
-The gradient direction is the ascent direction Σ w ∇ℓ = -∇loss, in logit space ``[T, V]``.
+The gradient direction is the ascent direction Σ w ∇ℓ = -∇loss, in the policy's parameter
+space (``policy.score_shape``: the logits of a table policy, the flat parameters of a GRU). Every
+function works for all policy families; for a prompt-conditioned policy it takes the expectation
+for one ``prompt`` (average over prompts for a task).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from sims._checks import require
+from policies.tasks import RewardFn, call_reward
+from sims._checks import check_policy_pair, require
 from sims.aggregation import token_weights
 from sims.registry import get_advantage, get_objective
 
-RewardFn = Callable[[Tensor, Tensor], Tensor]  # (tokens [N, T], mask [N, T]) -> rewards [N]
 
 # the aggregation a single sequence (or a group with equal lengths) is aggregated with
 _SINGLE = {
@@ -45,20 +48,23 @@ _SINGLE = {
 }
 
 
-def _rewards(reward_fn: RewardFn, tokens: Tensor, mask: Tensor, dtype) -> Tensor:
-    r = reward_fn(tokens, mask)
-    if not isinstance(r, Tensor) or r.shape != tokens.shape[:1]:
-        raise ValueError(f"reward_fn must return a [N] tensor, got {getattr(r, 'shape', type(r))}")
-    return r.to(dtype)
-
-
-def exact_objective(policy, reward_fn: RewardFn, *, max_sequences: int | None = None) -> tuple[Tensor, Tensor]:
-    """(J, ∇J): J = Σ_o π(o) R(o) and ∇J = Σ_o π(o) R(o) Σ_t m_t (e_{o_t} - p_t) in logit space."""
+def _enumerate(policy, prompt: int | None, max_sequences: int | None):
+    """(tokens, mask, prob, prompts) of every token array of one prompt (prompts None if unprompted)."""
     kw = {} if max_sequences is None else {"max_sequences": max_sequences}
-    tokens, mask, prob = policy.enumerate(**kw)
-    r = _rewards(reward_fn, tokens, mask, prob.dtype)
+    tokens, mask, prob = policy.enumerate(prompt=prompt, **kw)
+    prompts = None if prompt is None else torch.full_like(tokens[:, 0], prompt)
+    return tokens, mask, prob, prompts
+
+
+def exact_objective(policy, reward_fn: RewardFn, *, prompt: int | None = None,
+                    max_sequences: int | None = None) -> tuple[Tensor, Tensor]:
+    """(J, ∇J): J = Σ_o π(o) R(o) and ∇J = Σ_o π(o) R(o) Σ_t m_t ∇ log π(o_t | o_<t) in the
+    policy's parameter space (``policy.score_shape``). For a prompt-conditioned policy, of one
+    ``prompt`` (the gradient is zero on the other prompts' parameters)."""
+    tokens, mask, prob, prompts = _enumerate(policy, prompt, max_sequences)
+    r = call_reward(reward_fn, tokens, mask, prompts).to(prob.dtype)
     value = (prob * r).sum()
-    grad = policy.score_sum((prob * r)[:, None] * mask, tokens)
+    grad = policy.score_sum((prob * r)[:, None] * mask, tokens, prompts)
     return value, grad
 
 
@@ -76,31 +82,34 @@ def _per_sequence_weights(objective: str, config: Any, logp: Tensor, old_logp: T
 
 
 def exact_estimator_mean(new_policy, old_policy, reward_fn: RewardFn, objective: str, config: Any, *,
-                         baseline: float = 0.0, max_sequences: int | None = None) -> Tensor:
+                         baseline: float = 0.0, prompt: int | None = None,
+                         max_sequences: int | None = None) -> Tensor:
     """E_{o~old}[Σ_t w_t(o) ∇ℓ_t(o)] for one sequence with advantage R(o) - baseline, exactly.
 
     ``new_policy`` and ``old_policy`` must share T, V and EOS (the same token arrays).
     """
-    _check_pair(new_policy, old_policy)
-    kw = {} if max_sequences is None else {"max_sequences": max_sequences}
-    tokens, mask, prob_old = old_policy.enumerate(**kw)
-    r = _rewards(reward_fn, tokens, mask, prob_old.dtype)
+    check_policy_pair(new_policy, old_policy)
+    tokens, mask, prob_old, prompts = _enumerate(old_policy, prompt, max_sequences)
+    r = call_reward(reward_fn, tokens, mask, prompts).to(prob_old.dtype)
     adv = (r - baseline)[:, None] * mask
-    w = _per_sequence_weights(objective, config, new_policy.log_prob(tokens), old_policy.log_prob(tokens),
-                              adv, mask)
-    return new_policy.score_sum(prob_old[:, None] * w, tokens)
+    w = _per_sequence_weights(objective, config, *_log_probs(new_policy, old_policy, tokens, prompts), adv, mask)
+    return new_policy.score_sum(prob_old[:, None] * w, tokens, prompts)
+
+
+def _log_probs(new_policy, old_policy, tokens: Tensor, prompts: Tensor | None) -> tuple[Tensor, Tensor]:
+    with torch.no_grad():
+        return new_policy.log_prob(tokens, prompts), old_policy.log_prob(tokens, prompts)
 
 
 def exact_group_estimator_mean(new_policy, old_policy, reward_fn: RewardFn, objective: str, config: Any,
                                advantage: str, advantage_config: Any, *, group_size: int,
-                               max_sequences: int | None = None) -> Tensor:
+                               prompt: int | None = None, max_sequences: int | None = None) -> Tensor:
     """E[ĝ] of a group estimator (K = ``group_size`` samples from ``old_policy``, advantages from
     the registered ``advantage`` estimator) for binary rewards, exactly (see the module doc)."""
-    _check_pair(new_policy, old_policy)
+    check_policy_pair(new_policy, old_policy)
     require(isinstance(group_size, int) and group_size >= 1, "group_size", group_size, "an int K >= 1")
-    kw = {} if max_sequences is None else {"max_sequences": max_sequences}
-    tokens, mask, prob_old = old_policy.enumerate(**kw)
-    r = _rewards(reward_fn, tokens, mask, prob_old.dtype)
+    tokens, mask, prob_old, prompts = _enumerate(old_policy, prompt, max_sequences)
+    r = call_reward(reward_fn, tokens, mask, prompts).to(prob_old.dtype)
     require(bool(((r == 0) | (r == 1)).all()), "reward_fn", "non-binary rewards",
             "rewards in {0, 1} (exact group expectations condition on a binomial count)")
     lengths = mask.sum(-1)
@@ -111,7 +120,8 @@ def exact_group_estimator_mean(new_policy, old_policy, reward_fn: RewardFn, obje
     p_success = float((prob_old * r).sum())
     estimator = get_advantage(advantage)
     k = group_size
-    total = torch.zeros_like(new_policy.logits)
+    logp, old_logp = _log_probs(new_policy, old_policy, tokens, prompts)
+    total = torch.zeros(new_policy.score_shape, dtype=prob_old.dtype, device=prob_old.device)
     for m in range(k):  # successes among the other K - 1 samples
         weight_m = math.comb(k - 1, m) * p_success**m * (1 - p_success) ** (k - 1 - m)
         if weight_m == 0.0:
@@ -120,9 +130,8 @@ def exact_group_estimator_mean(new_policy, old_policy, reward_fn: RewardFn, obje
         groups = torch.tensor([[0.0] + others, [1.0] + others], dtype=prob_old.dtype)  # r_1 = 0, 1
         a1 = estimator.fn(groups, config=advantage_config)[:, 0]  # A_1 for r_1 = 0 and r_1 = 1
         adv = torch.where(r > 0.5, a1[1], a1[0])[:, None] * mask
-        w = _per_sequence_weights(objective, config, new_policy.log_prob(tokens),
-                                  old_policy.log_prob(tokens), adv, mask)
-        total = total + weight_m * new_policy.score_sum(prob_old[:, None] * w, tokens)
+        w = _per_sequence_weights(objective, config, logp, old_logp, adv, mask)
+        total = total + weight_m * new_policy.score_sum(prob_old[:, None] * w, tokens, prompts)
     return _group_scale(config, k) * total
 
 
@@ -135,9 +144,3 @@ def _group_scale(config: Any, k: int) -> float:
     group = token_weights(torch.ones(k, 1, dtype=torch.float64), group_size=k, **kw)[0, 0]
     single = token_weights(torch.ones(1, 1, dtype=torch.float64), group_size=1, **kw)[0, 0]
     return float(k * group / single)
-
-
-def _check_pair(new_policy, old_policy) -> None:
-    same = (new_policy.logits.shape == old_policy.logits.shape and new_policy.eos == old_policy.eos)
-    require(same, "old_policy", f"T x V = {tuple(old_policy.logits.shape)}, eos={old_policy.eos}",
-            f"the new policy's T x V = {tuple(new_policy.logits.shape)} and eos={new_policy.eos}")

@@ -9,17 +9,21 @@ For each chunk of replicas:
    unnormalised weight (every aggregation is linear with a normaliser c_i that is constant
    within a sequence — ``theory.aggregation`` derives it — so the weight under ``agg`` is
    c_i times the token-sum weight); c_i is computed per replica;
-3. the per-replica gradient g_r = Σ_it w_it (e_{o_it} - p_t) is a weighted histogram over
-   (replica, position, token) minus a rank-one term (closed-form softmax score) — no
-   per-sample autograd and no ``[N, T, V]`` tensor;
-4. sums of g_r and g_r² (elementwise), of ‖g_r - ∇J‖² and of the other per-replica scalars are
-   accumulated in float64, so memory does not grow with M.
+3. the policy turns the weights into Σ_r g_r and Σ_r g_r ⊙ g_r for the per-replica gradients
+   g_r = Σ_{i∈r,t} w_it ∇θ log π(o_it) (``replica_score_moments``). Table policies (tabular,
+   Markov) do it in closed form — with H_r the weighted (row, token) histogram of replica r
+   and W_r its row sums, g_r = H_r - W_r p, so both sums are histograms and products of
+   them; no per-sample autograd and no ``[N, T, V]`` tensor. The GRU uses
+   ``torch.func.vmap(torch.func.grad(...))`` over replicas;
+4. those sums are accumulated in float64, so memory does not grow with M. The variance trace
+   and the squared error follow from them: Σ_r ‖g_r‖² = Σ (Σ_r g_r²) and
+   Σ_r ‖g_r - ∇J‖² = Σ_r ‖g_r‖² - 2⟨Σ_r g_r, ∇J⟩ + n‖∇J‖².
 
 Intervals use ``n_batches`` batch means (replicas are i.i.d., so batch means are i.i.d. too):
 statistics that are themselves means (variance trace, MSE, zero-weight fraction, ESS) get a
 t-interval over their batch values; smooth functions of the mean gradient (bias norm, cosine,
 SNR) get a delete-one-batch jackknife (bias-corrected point, t-interval with the jackknife
-standard error). Only ``n_batches`` batch means of size T·V are kept. Every reported number
+standard error). Only ``n_batches`` batch means of the parameter size are kept. Every reported number
 carries an interval.
 """
 
@@ -35,10 +39,9 @@ import torch
 from scipy import stats
 from torch import Tensor
 
-from sims._checks import require
+from policies.tasks import RewardFn, call_reward
+from sims._checks import check_policy_pair, require
 from sims.registry import get_advantage, get_objective
-
-RewardFn = Callable[[Tensor, Tensor], Tensor]
 
 GROUP_LOCAL_ADVANTAGES = ("raw", "group_mean", "drgrpo", "grpo", "rloo", "nsr", "psr")
 
@@ -91,7 +94,8 @@ class Interval:
 
 @dataclass(frozen=True)
 class MCResult:
-    """What ``mc_gradient`` measured. Gradients are ascent directions in logit space [T, V].
+    """What ``mc_gradient`` measured. Gradients are ascent directions in the policy's parameter space
+    (``score_shape``).
 
     Attributes:
         mean: mean of the per-replica gradients; ``mean_se`` its per-coordinate standard error.
@@ -157,86 +161,96 @@ def mc_gradient(new_policy, old_policy, reward_fn: RewardFn, objective: str, con
                 truth: Tensor | None = None) -> MCResult:
     """Bias, variance and MSE of a batch estimator by Monte Carlo (see the module docstring).
 
-    ``truth`` (e.g. ``sims.exact.exact_objective(new_policy, reward_fn)[1]``) enables the bias,
-    cosine and MSE. Sampling uses only ``torch.Generator().manual_seed(mc.seed)``.
+    The policies are any of ``policies`` (tabular, Markov: closed-form scores; GRU: ``vmap``).
+    For a prompt-conditioned policy the G groups of a replica use prompts 0..G-1 (so
+    ``n_groups`` must equal the policy's P) and ``reward_fn(tokens, mask, prompts)`` is
+    called with the prompt ids; otherwise ``reward_fn(tokens, mask)``. ``truth`` (e.g.
+    ``sims.exact.exact_objective(new_policy, reward_fn)[1]``) enables the bias, cosine and
+    MSE. Sampling uses only ``torch.Generator().manual_seed(mc.seed)``.
     """
     require(advantage in GROUP_LOCAL_ADVANTAGES, "advantage", advantage,
             "one of " + ", ".join(GROUP_LOCAL_ADVANTAGES) + " (per-group estimators)")
     spec, est = get_objective(objective), get_advantage(advantage)
-    t_len, vocab = new_policy.logits.shape
+    check_policy_pair(new_policy, old_policy)
+    require(old_policy.n_prompts in (None, mc.n_groups), "n_groups", mc.n_groups,
+            f"the policy's number of prompts P={old_policy.n_prompts} (group g uses prompt g)")
+    shape = new_policy.score_shape
+    if truth is not None:
+        require(isinstance(truth, Tensor) and truth.shape == shape, "truth",
+                tuple(getattr(truth, "shape", ())), f"a tensor of the policy's score shape {tuple(shape)}")
     g, k = mc.n_groups, mc.group_size
-    max_len = mc.max_len or t_len
+    max_len = mc.max_len or new_policy.horizon
     token_sum = dataclasses.replace(config, agg="token-sum", max_len=None, group_size=None)
     gen = torch.Generator().manual_seed(mc.seed)
-    probs = torch.softmax(new_policy.logits, -1).to(torch.float64)  # (T, V), on the policy's device
-    truth64 = None if truth is None else truth.to(torch.float64)
+    truth64 = None if truth is None else truth.detach().to("cpu", torch.float64).reshape(-1)
     per_batch = mc.n_replicas // mc.n_batches
-    means = torch.zeros(mc.n_batches, t_len, vocab, dtype=torch.float64)
-    total_sq = torch.zeros(t_len, vocab, dtype=torch.float64)
+    dim = shape.numel()
+    means = torch.zeros(mc.n_batches, dim, dtype=torch.float64)
+    total_sq = torch.zeros(dim, dtype=torch.float64)
     scalars = {key: np.zeros(mc.n_batches) for key in ("var_trace", "zero", "ess", "sq_err")}
     for j in range(mc.n_batches):
-        s1 = torch.zeros(t_len, vocab, dtype=torch.float64)
-        s2 = torch.zeros(t_len, vocab, dtype=torch.float64)
+        s1 = torch.zeros(dim, dtype=torch.float64)
+        s2 = torch.zeros(dim, dtype=torch.float64)
         done = 0
         while done < per_batch:
             n_rep = min(mc.chunk, per_batch - done)
-            grads, zero, ess = _chunk(new_policy, old_policy, reward_fn, spec, token_sum, est,
-                                      advantage_config, config.agg, n_rep, g, k, max_len, probs, gen)
-            s1 += grads.sum(0)
-            s2 += (grads * grads).sum(0)
-            if truth64 is not None:
-                scalars["sq_err"][j] += float(((grads - truth64) ** 2).sum())
+            c1, c2, zero, ess = _chunk(new_policy, old_policy, reward_fn, spec, token_sum, est,
+                                       advantage_config, config.agg, n_rep, g, k, max_len, gen)
+            s1 += c1
+            s2 += c2
             scalars["zero"][j] += zero
             scalars["ess"][j] += ess
             done += n_rep
         means[j] = s1 / per_batch
         total_sq += s2
-        scalars["var_trace"][j] = float(((s2 - per_batch * means[j] ** 2) / (per_batch - 1)).sum())
+        sum_sq = float(s2.sum())  # Σ_r ‖g_r‖²
+        scalars["var_trace"][j] = (sum_sq - per_batch * float(means[j] @ means[j])) / (per_batch - 1)
+        if truth64 is not None:  # Σ_r ‖g_r - ∇J‖² = Σ‖g_r‖² - 2⟨Σ g_r, ∇J⟩ + n‖∇J‖²
+            scalars["sq_err"][j] = sum_sq - 2 * float(s1 @ truth64) + per_batch * float(truth64 @ truth64)
     for key in ("zero", "ess", "sq_err"):
         scalars[key] /= per_batch
     level = mc.level
     var_trace = _interval(scalars["var_trace"], level)
     mean = means.mean(0)
     m = mc.n_replicas
-    mean_se = ((total_sq - m * mean * mean) / (m - 1) / m).sqrt()  # per coordinate, M - 1 dof
+    mean_se = ((total_sq - m * mean * mean).clamp_min(0) / (m - 1) / m).sqrt()  # per coordinate
     bias = cos = mse = None
     if truth64 is not None:
         bias = _jackknife(means, lambda m: float((m - truth64).norm()), level)
-        cos = _jackknife(means, lambda m: float((m * truth64).sum() / (m.norm() * truth64.norm())), level)
+        cos = _jackknife(means, lambda m: float((m @ truth64) / (m.norm() * truth64.norm())), level)
         mse = _interval(scalars["sq_err"], level)
-    snr = _jackknife(means, lambda m: float((m * m).sum()) / var_trace.estimate, level)
+    snr = _jackknife(means, lambda m: float(m @ m) / var_trace.estimate, level)
     return MCResult(
-        mean=mean, mean_se=mean_se, var_trace=var_trace, snr=snr,
+        mean=mean.reshape(shape), mean_se=mean_se.reshape(shape), var_trace=var_trace, snr=snr,
         zero_weight_frac=_interval(scalars["zero"], level), ess_frac=_interval(scalars["ess"], level),
         bias_norm=bias, cosine=cos, mse=mse, n_sequences=mc.n_replicas * g * k,
     )
 
 
 def _chunk(new_policy, old_policy, reward_fn, spec, token_sum, est, advantage_config, agg,
-           n_rep, g, k, max_len, probs, gen):
-    """Per-replica gradients [R, T, V] of one chunk, plus summed zero-weight and ESS fractions."""
-    t_len, vocab = probs.shape
+           n_rep, g, k, max_len, gen):
+    """(Σ_r g_r, Σ_r g_r², summed zero-weight fraction, summed ESS fraction) of one chunk."""
     b = g * k
-    dtype = new_policy.logits.dtype  # compute in the policy's dtype, accumulate in float64
-    tokens, mask = old_policy.sample(n_rep * b, generator=gen)  # (R·B, T)
-    rewards = reward_fn(tokens, mask).to(dtype).reshape(n_rep * g, k)
+    dtype = new_policy.dtype  # compute in the policy's dtype, accumulate in float64
+    dev = new_policy.device
+    prompts = None
+    if old_policy.n_prompts is not None:
+        prompts = torch.arange(g, device=dev).repeat_interleave(k).repeat(n_rep)  # (R·B,)
+    tokens, mask = old_policy.sample(n_rep * b, generator=gen, prompts=prompts)  # (R·B, T)
+    rewards = call_reward(reward_fn, tokens, mask, prompts).to(dtype).reshape(n_rep * g, k)
     mask = mask.to(dtype)
     adv = est.fn(rewards, config=advantage_config).reshape(-1, 1) * mask  # (R·B, T)
-    logp = new_policy.log_prob(tokens).detach().requires_grad_(True)
-    old_logp = old_policy.log_prob(tokens).to(dtype)
+    with torch.no_grad():
+        logp = new_policy.log_prob(tokens, prompts)
+        old_logp = old_policy.log_prob(tokens, prompts).to(dtype)
+    logp.requires_grad_(True)
     loss, _ = spec.loss_fn(logp, old_logp, adv, mask, config=token_sum)
     (grad,) = torch.autograd.grad(loss, logp)
-    w = (-grad * _normaliser(agg, mask, n_rep, g, k, max_len)[:, None]).to(torch.float64)  # (R·B, T)
-    dev = tokens.device
-    rep = torch.arange(n_rep, device=dev).repeat_interleave(b)[:, None]  # (R·B, 1)
-    flat = (rep * t_len + torch.arange(t_len, device=dev)[None, :]) * vocab + tokens  # (R·B, T)
-    hist = torch.zeros(n_rep * t_len * vocab, dtype=torch.float64, device=dev)
-    hist.index_add_(0, flat.reshape(-1), w.reshape(-1))
-    w_sum = w.reshape(n_rep, b, t_len).sum(1)  # (R, T)
-    grads = (hist.reshape(n_rep, t_len, vocab) - w_sum[:, :, None] * probs[None]).cpu()
+    w = -grad * _normaliser(agg, mask, n_rep, g, k, max_len)[:, None]  # (R·B, T)
+    s1, s2 = new_policy.replica_score_moments(w, tokens, prompts, n_rep)
     valid = mask > 0
     zero = ((w == 0) & valid).reshape(n_rep, -1).sum(-1) / valid.reshape(n_rep, -1).sum(-1)
     log_r = ((logp.detach() - old_logp) * mask).sum(-1).reshape(n_rep, b)
     r = torch.exp(log_r - log_r.max(-1, keepdim=True).values)
     ess = r.sum(-1) ** 2 / (r * r).sum(-1) / b
-    return grads, float(zero.sum()), float(ess.sum())
+    return s1.cpu(), s2.cpu(), float(zero.sum()), float(ess.sum())

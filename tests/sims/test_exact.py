@@ -6,7 +6,8 @@ import pytest
 import sympy as sp
 import torch
 
-from policies.tabular import TabularPolicy, perturb
+from policies.perturb import perturb
+from policies.tabular import TabularPolicy
 from sims import objectives as O
 from sims.advantages import NoConfig, StdConfig
 from sims.exact import exact_estimator_mean, exact_group_estimator_mean, exact_objective

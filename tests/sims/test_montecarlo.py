@@ -1,8 +1,9 @@
 """The Monte Carlo engine against the exact engine.
 
-Statistical tests use Z = 5 on each of the T·V = 9 coordinates of the mean gradient: the
-two-sided normal tail at 5σ is 5.7e-7, so a test fails falsely with probability <= 9 · 5.7e-7
-≈ 5e-6, and this module (6 such comparisons) with probability < 4e-5. Seeds are fixed, so the
+Statistical tests use Z = 5 on each coordinate of the mean gradient (9 for the tabular cases,
+2·4·3 = 24 for the prompted Markov task, 173 for the GRU): the two-sided normal tail at 5σ is
+5.7e-7, so a test fails falsely with probability <= 173 · 5.7e-7 ≈ 1e-4, and this module
+(8 such comparisons) with probability < 2e-4. Seeds are fixed, so the
 outcome is reproducible. ``test_biased_estimator_is_rejected`` must fail the same check: the
 test has power. Interval checks use level 1 - 1e-6.
 """
@@ -14,7 +15,11 @@ import dataclasses
 import pytest
 import torch
 
-from policies.tabular import TabularPolicy, perturb
+from policies.markov import MarkovPolicy
+from policies.neural import PARAM_NAMES, GRUPolicy, log_prob_fn
+from policies.perturb import perturb
+from policies.tabular import TabularPolicy
+from policies.tasks import TokenCount, calibrate
 from sims import objectives as O
 from sims.advantages import NoConfig, StdConfig
 from sims.exact import exact_group_estimator_mean, exact_objective
@@ -36,7 +41,11 @@ def _pair(seed=0, kl=0.05):
 
 
 def _within_z(res, expected):
-    return bool((((res.mean - expected) / res.mean_se).abs() <= _Z).all())
+    """|MC mean - expected| <= Z·SE on every coordinate; where SE = 0 (parameters no sampled
+    token touches, such as the row after EOS) the two must agree exactly."""
+    diff = (res.mean - expected).abs()
+    touched = res.mean_se > 0
+    return bool((diff[touched] <= _Z * res.mean_se[touched]).all() and (diff[~touched] <= 1e-12).all())
 
 
 CASES = [
@@ -76,28 +85,55 @@ def test_biased_estimator_is_rejected():
     assert _within_z(res, (_MC.group_size - 1) / _MC.group_size * truth)
 
 
-@pytest.mark.parametrize("agg", ["token-mean", "prompt-token-mean", "seq-mean-token-mean",
-                                 "seq-mean-token-sum", "seq-mean-token-sum-norm", "token-sum"])
-def test_closed_form_replica_gradients_equal_a_per_replica_autograd_loop(agg):
-    old, new = _pair()
+def _family_pair(family, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    if family == "tabular":
+        old = TabularPolicy.random(3, 3, generator=g, eos=2)
+    elif family == "markov":
+        old = MarkovPolicy.random(3, 3, generator=g, eos=2)
+    else:
+        old = GRUPolicy.random(3, 3, generator=g, eos=2, hidden=4, embed=3)
+    return old, perturb(old, kl=0.05, generator=g)
+
+
+_AGGS = ["token-mean", "prompt-token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
+         "seq-mean-token-sum-norm", "token-sum"]
+
+
+@pytest.mark.parametrize(("family", "agg"), [("tabular", a) for a in _AGGS]
+                         + [("markov", "token-mean"), ("markov", "seq-mean-token-sum"),
+                            ("gru", "token-mean"), ("gru", "prompt-token-mean")])
+def test_replica_moments_equal_a_per_replica_autograd_loop(family, agg):
+    """Σ_r g_r and Σ_r g_r² of one chunk equal those of per-replica gradients computed by
+    autograd through the policy's parameters with the full batch loss (the obvious reference)."""
+    old, new = _family_pair(family)
     n_rep, g, k, max_len = 3, 2, 2, 4
     config = O.PpoClipConfig(agg=agg)
     token_sum = dataclasses.replace(config, agg="token-sum")
-    probs = torch.softmax(new.logits, -1)
-    grads, _, _ = _chunk(new, old, _two_ones, get_objective("ppo_clip"), token_sum, get_advantage("grpo"),
-                         StdConfig(), agg, n_rep, g, k, max_len, probs, torch.Generator().manual_seed(5))
+    s1, s2, _, _ = _chunk(new, old, _two_ones, get_objective("ppo_clip"), token_sum, get_advantage("grpo"),
+                          StdConfig(), agg, n_rep, g, k, max_len, torch.Generator().manual_seed(5))
     tokens, mask = old.sample(n_rep * g * k, generator=torch.Generator().manual_seed(5))
     rewards = _two_ones(tokens, mask).reshape(n_rep * g, k)
     adv = get_advantage("grpo").fn(rewards, config=StdConfig()).reshape(-1, 1) * mask
     b = g * k
-    for r in range(n_rep):  # the obviously correct reference: autograd through the logits
+    grads = []
+    for r in range(n_rep):  # the obviously correct reference: autograd through the parameters
         rows = slice(r * b, (r + 1) * b)
-        logits = new.logits.clone().requires_grad_(True)
-        lp = TabularPolicy(logits, eos=2).log_prob(tokens[rows])
+        params, lp = _log_prob_with_params(new, tokens[rows])
         cfg = dataclasses.replace(config, max_len=max_len, group_size=k)
         loss, _ = O.ppo_clip(lp, old.log_prob(tokens[rows]), adv[rows], mask[rows], config=cfg)
-        (expected,) = torch.autograd.grad(-loss, logits)
-        torch.testing.assert_close(grads[r], expected, atol=1e-12, rtol=0)
+        grads.append(torch.cat([x.reshape(-1) for x in torch.autograd.grad(-loss, params)]))
+    grads = torch.stack(grads)
+    torch.testing.assert_close(s1, grads.sum(0), atol=1e-12, rtol=0)
+    torch.testing.assert_close(s2, (grads * grads).sum(0), atol=1e-12, rtol=0)
+
+
+def _log_prob_with_params(policy, tokens):
+    if isinstance(policy, GRUPolicy):
+        params = {key: v.clone().requires_grad_(True) for key, v in policy.params.items()}
+        return [params[key] for key in PARAM_NAMES], log_prob_fn(params, tokens)
+    logits = policy.logits.clone().requires_grad_(True)
+    return [logits], policy.with_logits(logits).log_prob(tokens)
 
 
 def test_normaliser_closed_forms():
@@ -125,3 +161,33 @@ def test_mc_config_and_input_errors():
     with pytest.raises(ValueError, match="advantage='batch_std' is invalid"):
         mc_gradient(new, old, _two_ones, "cispo", O.CispoConfig(), "batch_std", StdConfig(),
                     MCConfig(n_replicas=40))
+
+
+@pytest.mark.statistical
+def test_prompted_markov_task_mc_matches_exact_per_prompt_expectations():
+    # two prompts at calibrated pass rates; the batch estimator's expectation is the mean over
+    # prompts of each group's exact expectation (seq-mean-token-sum divides by G·K)
+    base = MarkovPolicy.random(3, 3, generator=torch.Generator().manual_seed(0), eos=2)
+    reward = TokenCount(1, 1)
+    old = calibrate(base, reward, [0.3, 0.7])
+    new = perturb(old, kl=0.05, generator=torch.Generator().manual_seed(1))
+    config = O.CispoConfig.verl(0.2, 0.2, agg="seq-mean-token-sum")
+    mc = dataclasses.replace(_MC, n_groups=2, n_replicas=10_000)
+    expected = sum(exact_group_estimator_mean(new, old, reward, "cispo", config, "grpo", StdConfig(),
+                                              group_size=mc.group_size, prompt=g) for g in range(2)) / 2
+    truth = sum(exact_objective(new, reward, prompt=g)[1] for g in range(2)) / 2
+    res = mc_gradient(new, old, reward, "cispo", config, "grpo", StdConfig(), mc, truth=truth)
+    assert _within_z(res, expected)
+    assert res.bias_norm.low <= float((expected - truth).norm()) <= res.bias_norm.high
+
+
+@pytest.mark.statistical
+def test_gru_mc_matches_exact_expectation():
+    old, new = _family_pair("gru")
+    config = O.PpoClipConfig(agg="seq-mean-token-sum")
+    mc = dataclasses.replace(_MC, n_replicas=4_000, chunk=1_000)
+    expected = exact_group_estimator_mean(new, old, _two_ones, "ppo_clip", config, "rloo", NoConfig(),
+                                          group_size=mc.group_size)
+    res = mc_gradient(new, old, _two_ones, "ppo_clip", config, "rloo", NoConfig(), mc)
+    assert res.mean.shape == new.score_shape
+    assert _within_z(res, expected)

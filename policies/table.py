@@ -1,0 +1,273 @@
+r"""Softmax-table policies: every token is drawn from one row of a logit table.
+
+A ``TablePolicy`` holds ``logits`` of shape ``[R, V]`` (one row per *context*), or
+``[P, R, V]`` when it is conditioned on a prompt id in ``[0, P)``. Token t of a sequence is
+drawn from ``softmax(logits[prompt, row_t])``, where the row index ``row_t`` depends on the
+family: the position t (``TabularPolicy``) or the previous token (``MarkovPolicy``). Two facts
+follow for every family, and the engines rely on them:
+
+* the score is closed form, ∂ log softmax(θ_c)(o)/∂θ_c = e_o - p_c, so
+  Σ_it w_it ∇ log π(o_it) is a weighted histogram over (row, token) minus
+  Σ_c (Σ_{it: c_it = c} w_it) p_c — no per-sample ``[N, T, V]`` tensor (``score_sum``);
+* all T positions are sampled, including those after EOS (padding). Each row sums to one, so
+  summing ``prob · f(valid prefix)`` over all V^T token arrays is the expectation of ``f``
+  over sequences (``enumerate``).
+
+Variable length: with an ``eos`` token the sequence ends at the first EOS (inclusive) and the
+mask marks that valid prefix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+DEFAULT_MAX_SEQUENCES = 1 << 22
+
+
+def check_horizon(horizon: Any) -> None:
+    """``horizon`` (T) must be an int >= 1."""
+    if isinstance(horizon, bool) or not (isinstance(horizon, int) and horizon >= 1):
+        raise ValueError(f"horizon={horizon!r} is invalid; allowed: an int T >= 1")
+
+
+def check_count(name: str, n: Any) -> None:
+    """``n`` must be an int >= 1."""
+    if isinstance(n, bool) or not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"{name}={n!r} is invalid; allowed: an int >= 1")
+
+
+def eos_mask(tokens: Tensor, eos: int | None, dtype) -> Tensor:
+    """``[N, T]`` mask of the valid prefix: up to and including the first ``eos``."""
+    if eos is None:
+        return torch.ones(tokens.shape, dtype=dtype, device=tokens.device)
+    is_eos = (tokens == eos).to(torch.int64)
+    ended_before = torch.cumsum(is_eos, -1) - is_eos  # EOS strictly before t
+    return (ended_before == 0).to(dtype)
+
+
+def all_token_arrays(horizon: int, vocab: int, max_sequences: int, device) -> Tensor:
+    """All ``vocab**horizon`` token arrays ``[V^T, T]`` in lexicographic order, or a ValueError
+    naming the cap when there are more than ``max_sequences``."""
+    total = vocab**horizon
+    if total > max_sequences:
+        raise ValueError(
+            f"V^T = {vocab}^{horizon} = {total} sequences exceeds max_sequences="
+            f"{max_sequences}; allowed: V^T <= max_sequences (raise the cap or use Monte Carlo)"
+        )
+    idx = torch.arange(total, device=device)
+    powers = vocab ** torch.arange(horizon - 1, -1, -1, device=device)
+    return (idx[:, None] // powers[None, :]) % vocab
+
+
+def inverse_cdf(probs_rows: Tensor, u: Tensor) -> Tensor:
+    """Token ``#{v : cdf_v < u}`` for each row of ``probs_rows [..., V]`` and uniform ``u [...]``.
+
+    The last CDF entry is set just above 1 so rounding in the cumulative sum can never let
+    ``u`` fall past the last token.
+    """
+    cdf = torch.cumsum(probs_rows, -1)
+    cdf[..., -1] = 1.0 + 1e-6
+    return torch.searchsorted(cdf.contiguous(), u.unsqueeze(-1).contiguous()).squeeze(-1)
+
+
+class TablePolicy:
+    """Base class: a softmax table ``logits [R, V]`` or ``[P, R, V]`` (see the module doc).
+
+    Subclasses define ``horizon``, ``rows(tokens) -> [N, T]`` (the row each token is drawn
+    from, within its prompt's table) and ``row_occupancy()`` (the expected fraction of the T
+    positions drawn from each row, under this policy).
+    """
+
+    def __init__(self, logits: Tensor, *, eos: int | None = None, rows_name: str = "R") -> None:
+        if not isinstance(logits, Tensor) or logits.dim() not in (2, 3) or not logits.is_floating_point():
+            raise ValueError(
+                f"logits must be a floating [{rows_name}, V] or [P, {rows_name}, V] tensor, "
+                f"got {getattr(logits, 'shape', logits)!r}"
+            )
+        r, v = logits.shape[-2:]
+        if r < 1 or v < 2 or (logits.dim() == 3 and logits.shape[0] < 1):
+            raise ValueError(
+                f"logits has shape {tuple(logits.shape)}; allowed: {rows_name} >= 1, V >= 2 (and P >= 1)"
+            )
+        if not bool(torch.isfinite(logits).all()):
+            raise ValueError("logits has non-finite values; allowed: finite logits")
+        if eos is not None and (isinstance(eos, bool) or not (isinstance(eos, int) and 0 <= eos < v)):
+            raise ValueError(f"eos={eos!r} is invalid; allowed: None or an int in [0, {v})")
+        self.logits = logits
+        self.eos = eos
+
+    # ------------------------------------------------------------------ shape and prompts
+    @property
+    def vocab(self) -> int:
+        return self.logits.shape[-1]
+
+    @property
+    def n_rows(self) -> int:
+        return self.logits.shape[-2]
+
+    @property
+    def n_prompts(self) -> int | None:
+        """P for a prompt-conditioned policy, ``None`` otherwise."""
+        return self.logits.shape[0] if self.logits.dim() == 3 else None
+
+    @property
+    def horizon(self) -> int:  # pragma: no cover - defined by every subclass
+        raise NotImplementedError
+
+    def rows(self, tokens: Tensor) -> Tensor:  # pragma: no cover - defined by every subclass
+        raise NotImplementedError
+
+    def with_logits(self, logits: Tensor) -> "TablePolicy":  # pragma: no cover
+        raise NotImplementedError
+
+    def _prompts(self, prompts: Tensor | None, n: int, device) -> Tensor | None:
+        """Validate ``prompts`` against the policy: ``[n]`` ints in [0, P) iff P is set."""
+        p = self.n_prompts
+        if p is None:
+            if prompts is not None:
+                raise ValueError("prompts were given to a policy without a prompt dimension; "
+                                 "allowed: prompts=None (or build the policy with [P, ...] logits)")
+            return None
+        if prompts is None:
+            raise ValueError(f"prompts=None is invalid for a policy conditioned on P={p} prompts; "
+                             "allowed: an int tensor [N] with values in [0, P)")
+        if not isinstance(prompts, Tensor) or prompts.shape != (n,) or prompts.is_floating_point():
+            raise ValueError(f"prompts must be an int tensor of shape ({n},), got "
+                             f"{getattr(prompts, 'shape', type(prompts).__name__)}")
+        if n and not bool(((prompts >= 0) & (prompts < p)).all()):
+            raise ValueError(f"prompts has values outside [0, {p}); allowed: prompt ids in [0, P)")
+        return prompts.to(device)
+
+    def contexts(self, tokens: Tensor, prompts: Tensor | None = None) -> Tensor:
+        """``[N, T]`` index of the table row (in ``logits.reshape(-1, V)``) each token is drawn from."""
+        rows = self.rows(tokens)
+        prompts = self._prompts(prompts, tokens.shape[0], tokens.device)
+        return rows if prompts is None else rows + prompts[:, None] * self.n_rows
+
+    def for_prompt(self, prompt: int) -> "TablePolicy":
+        """The unconditioned policy of one prompt (its slice of the table)."""
+        p = self.n_prompts
+        if p is None or isinstance(prompt, bool) or not (isinstance(prompt, int) and 0 <= prompt < p):
+            raise ValueError(f"prompt={prompt!r} is invalid; allowed: an int in [0, {p}) for a "
+                             "prompt-conditioned policy")
+        return self.with_logits(self.logits[prompt])
+
+    @property
+    def dtype(self):
+        return self.logits.dtype
+
+    @property
+    def device(self):
+        return self.logits.device
+
+    @property
+    def score_shape(self) -> torch.Size:
+        """Shape of the gradient space (the logits)."""
+        return self.logits.shape
+
+    def replica_score_moments(self, weights: Tensor, tokens: Tensor, prompts: Tensor | None,
+                              n_rep: int) -> tuple[Tensor, Tensor]:
+        """See ``policies.table.replica_score_moments`` (closed form)."""
+        return replica_score_moments(self, weights, tokens, prompts, n_rep)
+
+    # ------------------------------------------------------------------ probabilities
+    def log_probs(self) -> Tensor:
+        """Log-probabilities of every token in every row (same shape as ``logits``)."""
+        return torch.log_softmax(self.logits, -1)
+
+    def mask(self, tokens: Tensor) -> Tensor:
+        """``[N, T]`` mask of the valid prefix (up to and including the first EOS)."""
+        return eos_mask(tokens, self.eos, self.logits.dtype)
+
+    def log_prob(self, tokens: Tensor, prompts: Tensor | None = None) -> Tensor:
+        """``[N, T]`` log π(o_t | context) of ``tokens [N, T]`` (padding included; mask it)."""
+        table = self.log_probs().reshape(-1, self.vocab)
+        return table[self.contexts(tokens, prompts), tokens]
+
+    def score_sum(self, weights: Tensor, tokens: Tensor, prompts: Tensor | None = None) -> Tensor:
+        """Σ_i Σ_t w_it ∇_logits log π(o_it) = Σ_it w_it (e_{o_it} - p_{c_it}), shaped like ``logits``.
+
+        ``weights`` is ``[N, T]`` (zero on padding): one weighted histogram over (row, token)
+        and one over rows, times the row probabilities.
+        """
+        v = self.vocab
+        ctx = self.contexts(tokens, prompts)
+        n_ctx = self.logits.numel() // v
+        hist = torch.zeros(n_ctx * v, dtype=weights.dtype, device=weights.device)
+        hist.index_add_(0, (ctx * v + tokens).reshape(-1), weights.reshape(-1))
+        w_row = torch.zeros(n_ctx, dtype=weights.dtype, device=weights.device)
+        w_row.index_add_(0, ctx.reshape(-1), weights.reshape(-1))
+        probs = torch.softmax(self.logits, -1).reshape(n_ctx, v).to(weights.dtype)
+        return (hist.reshape(n_ctx, v) - w_row[:, None] * probs).reshape(self.logits.shape)
+
+    def enumerate(self, *, prompt: int | None = None,
+                  max_sequences: int = DEFAULT_MAX_SEQUENCES) -> tuple[Tensor, Tensor, Tensor]:
+        """All V^T token arrays of one prompt: ``(tokens [V^T, T], mask, prob [V^T])``.
+
+        Refuses (ValueError) above ``max_sequences``. A prompt-conditioned policy needs ``prompt``.
+        """
+        if self.n_prompts is not None or prompt is not None:
+            return self.for_prompt(prompt).enumerate(max_sequences=max_sequences)
+        tokens = all_token_arrays(self.horizon, self.vocab, max_sequences, self.logits.device)
+        prob = torch.exp(self.log_prob(tokens).sum(-1))
+        return tokens, self.mask(tokens), prob
+
+    def row_marginals(self) -> Tensor:  # pragma: no cover - defined by every subclass
+        """``[T, R]`` (or ``[P, T, R]``): probability that position t is drawn from row r."""
+        raise NotImplementedError
+
+    def sample(self, n: int, *, generator: torch.Generator,
+               prompts: Tensor | None = None) -> tuple[Tensor, Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+
+def _divergence_rows(p_lp: Tensor, q_lp: Tensor, kind: str) -> Tensor:
+    """Row-wise D(p ‖ q) from log-probabilities: ``kl`` = Σ p log(p/q), ``chi2`` = Σ q²/p - 1
+    (the χ² of the ratio q/p under p, so that E_p[(q/p)²] = 1 + χ²)."""
+    if kind == "kl":
+        return (p_lp.exp() * (p_lp - q_lp)).sum(-1)
+    return torch.exp(2 * q_lp - p_lp).sum(-1) - 1.0
+
+
+def mean_token_divergence(old: TablePolicy, new: TablePolicy, kind: str) -> float:
+    """Average over the T positions (and over prompts) of E_old[D(π_old(·|c_t) ‖ π_new(·|c_t))].
+
+    The context c_t is distributed as under the old policy (``row_marginals``). For a tabular
+    policy this is the plain mean of the per-position divergences; with ``kind="chi2"`` and
+    no EOS, E_old[R²] = Π_t (1 + χ²_t) for the sequence ratio R.
+    """
+    d = _divergence_rows(old.log_probs(), new.log_probs(), kind)  # [R] or [P, R]
+    occupancy = old.row_marginals().mean(-2)  # [R] or [P, R]
+    return float((occupancy * d).sum(-1).mean())
+
+
+def replica_score_moments(policy: TablePolicy, weights: Tensor, tokens: Tensor,
+                          prompts: Tensor | None, n_rep: int) -> tuple[Tensor, Tensor]:
+    r"""Σ_r g_r and Σ_r g_r ⊙ g_r (float64, flattened like ``logits``) of the per-replica scores
+    g_r = Σ_{i∈r, t} w_it (e_{o_it} - p_{c_it}), where replica r is the r-th block of
+    ``N / n_rep`` consecutive rows — without materialising g_r per token.
+
+    With H_r[c, v] = Σ_{i∈r, t: c_it = c, o_it = v} w_it and W_r[c] = Σ_v H_r[c, v],
+    g_r[c] = H_r[c] - W_r[c] p_c, so Σ_r g_r = Σ_r H_r - (Σ_r W_r) p and
+    Σ_r g_r² = Σ_r H_r² - 2 p ⊙ Σ_r W_r H_r + p² ⊙ Σ_r W_r² (per coordinate).
+    """
+    n, _ = tokens.shape
+    v = policy.vocab
+    n_ctx = policy.logits.numel() // v
+    ctx = policy.contexts(tokens, prompts)
+    rep = torch.arange(n_rep, device=tokens.device).repeat_interleave(n // n_rep)[:, None] * n_ctx
+    w = weights.to(torch.float64).reshape(-1)
+    hist = torch.zeros(n_rep * n_ctx * v, dtype=torch.float64, device=tokens.device)
+    hist.index_add_(0, ((rep + ctx) * v + tokens).reshape(-1), w)
+    hist = hist.reshape(n_rep, n_ctx, v)
+    w_row = torch.zeros(n_rep * n_ctx, dtype=torch.float64, device=tokens.device)
+    w_row.index_add_(0, (rep + ctx).reshape(-1), w)
+    w_row = w_row.reshape(n_rep, n_ctx)
+    p = torch.softmax(policy.logits, -1).reshape(n_ctx, v).to(torch.float64)
+    s1 = hist.sum(0) - w_row.sum(0)[:, None] * p
+    hw = torch.einsum("rcv,rc->cv", hist, w_row)
+    s2 = (hist * hist).sum(0) - 2 * p * hw + p * p * (w_row * w_row).sum(0)[:, None]
+    return s1.reshape(-1), s2.reshape(-1)
