@@ -211,10 +211,11 @@ class GRUPolicy:
             tokens[:, t] = prev
         return tokens, self.mask(tokens)
 
-    def enumerate(self, *, prompt: int | None = None,
-                  max_sequences: int = DEFAULT_MAX_SEQUENCES) -> tuple[Tensor, Tensor, Tensor]:
-        """All V^T token arrays: ``(tokens, mask, prob)``; refuses above ``max_sequences``."""
-        tokens = all_token_arrays(self.horizon, self.vocab, max_sequences, self.device)
+    def enumerate(self, *, prompt: int | None = None, max_sequences: int = DEFAULT_MAX_SEQUENCES,
+                  start: int = 0, stop: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """All V^T token arrays (or the block ``start..stop-1``): ``(tokens, mask, prob)``;
+        refuses above ``max_sequences``."""
+        tokens = all_token_arrays(self.horizon, self.vocab, max_sequences, self.device, start, stop)
         prompts = None
         if self.n_prompts is not None or prompt is not None:
             if self.n_prompts is None or isinstance(prompt, bool) or not (isinstance(prompt, int) and 0 <= prompt < self.n_prompts):

@@ -48,16 +48,20 @@ def eos_mask(tokens: Tensor, eos: int | None, dtype) -> Tensor:
     return (ended_before == 0).to(dtype)
 
 
-def all_token_arrays(horizon: int, vocab: int, max_sequences: int, device) -> Tensor:
-    """All ``vocab**horizon`` token arrays ``[V^T, T]`` in lexicographic order, or a ValueError
-    naming the cap when there are more than ``max_sequences``."""
+def all_token_arrays(horizon: int, vocab: int, max_sequences: int, device, start: int = 0,
+                     stop: int | None = None) -> Tensor:
+    """Token arrays ``start..stop-1`` (default: all ``vocab**horizon``) in lexicographic order,
+    ``[stop - start, T]``; a ValueError naming the cap when V^T exceeds ``max_sequences``."""
     total = vocab**horizon
     if total > max_sequences:
         raise ValueError(
             f"V^T = {vocab}^{horizon} = {total} sequences exceeds max_sequences="
             f"{max_sequences}; allowed: V^T <= max_sequences (raise the cap or use Monte Carlo)"
         )
-    idx = torch.arange(total, device=device)
+    stop = total if stop is None else stop
+    if not 0 <= start < stop <= total:
+        raise ValueError(f"start={start!r}, stop={stop!r} is invalid; allowed: 0 <= start < stop <= V^T = {total}")
+    idx = torch.arange(start, stop, device=device)
     powers = vocab ** torch.arange(horizon - 1, -1, -1, device=device)
     return (idx[:, None] // powers[None, :]) % vocab
 
@@ -184,8 +188,8 @@ class TablePolicy:
 
     def log_prob(self, tokens: Tensor, prompts: Tensor | None = None) -> Tensor:
         """``[N, T]`` log π(o_t | context) of ``tokens [N, T]`` (padding included; mask it)."""
-        table = self.log_probs().reshape(-1, self.vocab)
-        return table[self.contexts(tokens, prompts), tokens]
+        flat = self.contexts(tokens, prompts) * self.vocab + tokens
+        return self.log_probs().reshape(-1).take(flat)
 
     def score_sum(self, weights: Tensor, tokens: Tensor, prompts: Tensor | None = None) -> Tensor:
         """Σ_i Σ_t w_it ∇_logits log π(o_it) = Σ_it w_it (e_{o_it} - p_{c_it}), shaped like ``logits``.
@@ -203,15 +207,16 @@ class TablePolicy:
         probs = torch.softmax(self.logits, -1).reshape(n_ctx, v).to(weights.dtype)
         return (hist.reshape(n_ctx, v) - w_row[:, None] * probs).reshape(self.logits.shape)
 
-    def enumerate(self, *, prompt: int | None = None,
-                  max_sequences: int = DEFAULT_MAX_SEQUENCES) -> tuple[Tensor, Tensor, Tensor]:
-        """All V^T token arrays of one prompt: ``(tokens [V^T, T], mask, prob [V^T])``.
+    def enumerate(self, *, prompt: int | None = None, max_sequences: int = DEFAULT_MAX_SEQUENCES,
+                  start: int = 0, stop: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """All V^T token arrays of one prompt: ``(tokens [V^T, T], mask, prob [V^T])``, or the
+        block ``start..stop-1`` of them (lexicographic order).
 
         Refuses (ValueError) above ``max_sequences``. A prompt-conditioned policy needs ``prompt``.
         """
         if self.n_prompts is not None or prompt is not None:
-            return self.for_prompt(prompt).enumerate(max_sequences=max_sequences)
-        tokens = all_token_arrays(self.horizon, self.vocab, max_sequences, self.logits.device)
+            return self.for_prompt(prompt).enumerate(max_sequences=max_sequences, start=start, stop=stop)
+        tokens = all_token_arrays(self.horizon, self.vocab, max_sequences, self.logits.device, start, stop)
         prob = torch.exp(self.log_prob(tokens).sum(-1))
         return tokens, self.mask(tokens), prob
 
@@ -248,26 +253,35 @@ def replica_score_moments(policy: TablePolicy, weights: Tensor, tokens: Tensor,
                           prompts: Tensor | None, n_rep: int) -> tuple[Tensor, Tensor]:
     r"""Σ_r g_r and Σ_r g_r ⊙ g_r (float64, flattened like ``logits``) of the per-replica scores
     g_r = Σ_{i∈r, t} w_it (e_{o_it} - p_{c_it}), where replica r is the r-th block of
-    ``N / n_rep`` consecutive rows — without materialising g_r per token.
+    ``N / n_rep`` consecutive rows — without materialising g_r.
 
     With H_r[c, v] = Σ_{i∈r, t: c_it = c, o_it = v} w_it and W_r[c] = Σ_v H_r[c, v],
-    g_r[c] = H_r[c] - W_r[c] p_c, so Σ_r g_r = Σ_r H_r - (Σ_r W_r) p and
-    Σ_r g_r² = Σ_r H_r² - 2 p ⊙ Σ_r W_r H_r + p² ⊙ Σ_r W_r² (per coordinate).
+    g_r[c] = H_r[c] - W_r[c] p_c, so per coordinate
+
+        Σ_r g_r  = Σ_r H_r - (Σ_r W_r) p,
+        Σ_r g_r² = Σ_r H_r² - 2 p ⊙ Σ_r W_r H_r + p² ⊙ Σ_r W_r²,
+
+    and Σ_r H_r[c, v]² = Σ_{tokens at (c, v)} w_it H_{r(i)}[c, v], Σ_r W_r[c] H_r[c, v] =
+    Σ_{tokens at (c, v)} w_it W_{r(i)}[c]: each is one gather of the replica's histogram at
+    the token's own cell and one weighted histogram over (c, v) — O(N·T) work.
     """
     n, _ = tokens.shape
     v = policy.vocab
     n_ctx = policy.logits.numel() // v
+    dev = tokens.device
     ctx = policy.contexts(tokens, prompts)
-    rep = torch.arange(n_rep, device=tokens.device).repeat_interleave(n // n_rep)[:, None] * n_ctx
+    rep_ctx = (torch.arange(n_rep, device=dev).repeat_interleave(n // n_rep)[:, None] * n_ctx + ctx).reshape(-1)
+    cell = (ctx * v + tokens).reshape(-1)  # (c, v) of every token
+    rep_cell = rep_ctx * v + tokens.reshape(-1)  # (r, c, v)
     w = weights.to(torch.float64).reshape(-1)
-    hist = torch.zeros(n_rep * n_ctx * v, dtype=torch.float64, device=tokens.device)
-    hist.index_add_(0, ((rep + ctx) * v + tokens).reshape(-1), w)
-    hist = hist.reshape(n_rep, n_ctx, v)
-    w_row = torch.zeros(n_rep * n_ctx, dtype=torch.float64, device=tokens.device)
-    w_row.index_add_(0, (rep + ctx).reshape(-1), w)
+    hist = torch.zeros(n_rep * n_ctx * v, dtype=torch.float64, device=dev).index_add_(0, rep_cell, w)
+    w_row = torch.zeros(n_rep * n_ctx, dtype=torch.float64, device=dev).index_add_(0, rep_ctx, w)
+    p = torch.softmax(policy.logits, -1).reshape(-1).to(torch.float64)  # (C·V,)
+    size = n_ctx * v
+    sum_h = torch.zeros(size, dtype=torch.float64, device=dev).index_add_(0, cell, w)
+    sum_h2 = torch.zeros(size, dtype=torch.float64, device=dev).index_add_(0, cell, w * hist.take(rep_cell))
+    sum_wh = torch.zeros(size, dtype=torch.float64, device=dev).index_add_(0, cell, w * w_row.take(rep_ctx))
     w_row = w_row.reshape(n_rep, n_ctx)
-    p = torch.softmax(policy.logits, -1).reshape(n_ctx, v).to(torch.float64)
-    s1 = hist.sum(0) - w_row.sum(0)[:, None] * p
-    hw = torch.einsum("rcv,rc->cv", hist, w_row)
-    s2 = (hist * hist).sum(0) - 2 * p * hw + p * p * (w_row * w_row).sum(0)[:, None]
-    return s1.reshape(-1), s2.reshape(-1)
+    sum_w = w_row.sum(0).repeat_interleave(v)
+    sum_w2 = (w_row * w_row).sum(0).repeat_interleave(v)
+    return sum_h - sum_w * p, sum_h2 - 2 * p * sum_wh + p * p * sum_w2

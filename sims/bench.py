@@ -13,7 +13,9 @@ trace of CISPO (verl's 1 ± 0.2 clip, ``token-mean``) with GRPO advantages (grou
   objective validates its inputs with host reads, which ``vmap`` cannot trace).
 
 Plus ``exact_seconds``: the exact expected gradient of one estimator on V = 4, T = 10 (all
-2^20 sequences), and ``peak_rss_mb`` (process peak resident memory).
+2^20 sequences), ``gru_engine_seq_per_s`` (the engine on the same task with a GRU policy,
+H = 64, E = 32, whose per-replica gradients come from ``vmap(grad)``) and ``peak_rss_mb``
+(process peak resident memory).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import torch
 
 from policies.perturb import perturb
+from policies.neural import GRUPolicy
 from policies.tabular import TabularPolicy
 from sims import objectives as O
 from sims.advantages import StdConfig, grpo_advantages
@@ -32,6 +35,7 @@ from sims.exact import exact_estimator_mean
 from sims.montecarlo import MCConfig, mc_gradient
 
 T, V, K = 64, 32, 8
+CHUNK = 500  # replicas per chunk: 256k tokens, so the per-chunk tensors stay in cache
 CONFIG = O.CispoConfig.verl(0.2, 0.2, agg="token-mean")
 ADV = StdConfig()
 
@@ -71,7 +75,7 @@ def _baseline_batch(old, n_rep: int, seed: int):
 
 def bench_engine(device: str, n_replicas: int) -> float:
     old, new = _policies(device)
-    mc = MCConfig(n_replicas=n_replicas, group_size=K, chunk=max(1, n_replicas // 20), n_batches=20)
+    mc = MCConfig(n_replicas=n_replicas, group_size=K, chunk=min(CHUNK, n_replicas // 20), n_batches=20)
     small = MCConfig(n_replicas=40, group_size=K, chunk=2, n_batches=20)
     mc_gradient(new, old, _reward, "cispo", CONFIG, "grpo", ADV, small)  # warm-up
     _sync(device)
@@ -114,6 +118,19 @@ def bench_vmap(device: str, n_replicas: int) -> float:
     return n_replicas * K / (time.perf_counter() - start)
 
 
+def bench_gru(device: str, n_replicas: int) -> float:
+    """Engine throughput on a GRU policy (H = 64, E = 32; per-replica ``vmap(grad)``), same task."""
+    g = torch.Generator().manual_seed(0)
+    old = GRUPolicy.random(T, V, generator=g, hidden=64, embed=32, dtype=torch.float32, device=device)
+    new = perturb(old, kl=0.01, generator=g, n_states=256)
+    mc = MCConfig(n_replicas=n_replicas, group_size=K, chunk=max(1, n_replicas // 20), n_batches=20)
+    _sync(device)
+    start = time.perf_counter()
+    mc_gradient(new, old, _reward, "cispo", CONFIG, "grpo", ADV, mc)
+    _sync(device)
+    return n_replicas * K / (time.perf_counter() - start)
+
+
 def bench_exact(device: str) -> float:
     g = torch.Generator().manual_seed(0)
     old = TabularPolicy(TabularPolicy.random(10, 4, generator=g).logits.to(device))
@@ -127,7 +144,7 @@ def bench_exact(device: str) -> float:
 
 def run_bench(device: str = "cpu", *, quick: bool = False) -> dict[str, Any]:
     """All measurements as the JSON-ready dict ``pgverify bench --json`` writes."""
-    n_engine, n_loop, n_vmap = (2_000, 50, 500) if quick else (20_000, 200, 4_000)
+    n_engine, n_loop, n_vmap, n_gru = (2_000, 50, 500, 20) if quick else (40_000, 200, 4_000, 100)
     engine = bench_engine(device, n_engine)
     loop = bench_loop(device, n_loop)
     vmap = bench_vmap(device, n_vmap)
@@ -143,5 +160,6 @@ def run_bench(device: str = "cpu", *, quick: bool = False) -> dict[str, Any]:
         "engine_over_loop": engine / loop,
         "engine_over_vmap": engine / vmap,
         "exact_seconds": bench_exact(device),
+        "gru_engine_seq_per_s": bench_gru(device, n_gru),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }

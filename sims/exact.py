@@ -48,12 +48,18 @@ _SINGLE = {
 }
 
 
-def _enumerate(policy, prompt: int | None, max_sequences: int | None):
-    """(tokens, mask, prob, prompts) of every token array of one prompt (prompts None if unprompted)."""
+BLOCK = 1 << 15  # sequences per enumeration block: keeps the [block, T] tensors in cache
+
+
+def _blocks(policy, prompt: int | None, max_sequences: int | None):
+    """Yield (tokens, mask, prob, prompts) over blocks of all token arrays of one prompt
+    (prompts is None for an unprompted policy). Blocking changes no number, only speed."""
     kw = {} if max_sequences is None else {"max_sequences": max_sequences}
-    tokens, mask, prob = policy.enumerate(prompt=prompt, **kw)
-    prompts = None if prompt is None else torch.full_like(tokens[:, 0], prompt)
-    return tokens, mask, prob, prompts
+    total = policy.vocab ** policy.horizon
+    for start in range(0, total, BLOCK):
+        tokens, mask, prob = policy.enumerate(prompt=prompt, start=start, stop=min(total, start + BLOCK), **kw)
+        prompts = None if prompt is None else torch.full_like(tokens[:, 0], prompt)
+        yield tokens, mask, prob, prompts
 
 
 def exact_objective(policy, reward_fn: RewardFn, *, prompt: int | None = None,
@@ -61,10 +67,11 @@ def exact_objective(policy, reward_fn: RewardFn, *, prompt: int | None = None,
     """(J, ∇J): J = Σ_o π(o) R(o) and ∇J = Σ_o π(o) R(o) Σ_t m_t ∇ log π(o_t | o_<t) in the
     policy's parameter space (``policy.score_shape``). For a prompt-conditioned policy, of one
     ``prompt`` (the gradient is zero on the other prompts' parameters)."""
-    tokens, mask, prob, prompts = _enumerate(policy, prompt, max_sequences)
-    r = call_reward(reward_fn, tokens, mask, prompts).to(prob.dtype)
-    value = (prob * r).sum()
-    grad = policy.score_sum((prob * r)[:, None] * mask, tokens, prompts)
+    value, grad = 0.0, 0.0
+    for tokens, mask, prob, prompts in _blocks(policy, prompt, max_sequences):
+        r = call_reward(reward_fn, tokens, mask, prompts).to(prob.dtype)
+        value = value + (prob * r).sum()
+        grad = grad + policy.score_sum((prob * r)[:, None] * mask, tokens, prompts)
     return value, grad
 
 
@@ -89,11 +96,13 @@ def exact_estimator_mean(new_policy, old_policy, reward_fn: RewardFn, objective:
     ``new_policy`` and ``old_policy`` must share T, V and EOS (the same token arrays).
     """
     check_policy_pair(new_policy, old_policy)
-    tokens, mask, prob_old, prompts = _enumerate(old_policy, prompt, max_sequences)
-    r = call_reward(reward_fn, tokens, mask, prompts).to(prob_old.dtype)
-    adv = (r - baseline)[:, None] * mask
-    w = _per_sequence_weights(objective, config, *_log_probs(new_policy, old_policy, tokens, prompts), adv, mask)
-    return new_policy.score_sum(prob_old[:, None] * w, tokens, prompts)
+    total = 0.0
+    for tokens, mask, prob_old, prompts in _blocks(old_policy, prompt, max_sequences):
+        r = call_reward(reward_fn, tokens, mask, prompts).to(prob_old.dtype)
+        adv = (r - baseline)[:, None] * mask
+        w = _per_sequence_weights(objective, config, *_log_probs(new_policy, old_policy, tokens, prompts), adv, mask)
+        total = total + new_policy.score_sum(prob_old[:, None] * w, tokens, prompts)
+    return total
 
 
 def _log_probs(new_policy, old_policy, tokens: Tensor, prompts: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -108,30 +117,37 @@ def exact_group_estimator_mean(new_policy, old_policy, reward_fn: RewardFn, obje
     the registered ``advantage`` estimator) for binary rewards, exactly (see the module doc)."""
     check_policy_pair(new_policy, old_policy)
     require(isinstance(group_size, int) and group_size >= 1, "group_size", group_size, "an int K >= 1")
-    tokens, mask, prob_old, prompts = _enumerate(old_policy, prompt, max_sequences)
-    r = call_reward(reward_fn, tokens, mask, prompts).to(prob_old.dtype)
-    require(bool(((r == 0) | (r == 1)).all()), "reward_fn", "non-binary rewards",
-            "rewards in {0, 1} (exact group expectations condition on a binomial count)")
-    lengths = mask.sum(-1)
-    if config.agg in ("token-mean", "prompt-token-mean"):
-        require(bool((lengths == lengths[0]).all()), "agg", config.agg,
-                "an aggregation whose normaliser ignores the other sequences' lengths; with "
-                "variable lengths token-mean / prompt-token-mean have no exact group expectation here")
-    p_success = float((prob_old * r).sum())
+    p_success, first_length = 0.0, None
+    for tokens, mask, prob_old, prompts in _blocks(old_policy, prompt, max_sequences):  # pass 1
+        r = call_reward(reward_fn, tokens, mask, prompts).to(prob_old.dtype)
+        require(bool(((r == 0) | (r == 1)).all()), "reward_fn", "non-binary rewards",
+                "rewards in {0, 1} (exact group expectations condition on a binomial count)")
+        lengths = mask.sum(-1)
+        first_length = lengths[0] if first_length is None else first_length
+        if config.agg in ("token-mean", "prompt-token-mean"):
+            require(bool((lengths == first_length).all()), "agg", config.agg,
+                    "an aggregation whose normaliser ignores the other sequences' lengths; with variable "
+                    "lengths token-mean / prompt-token-mean have no exact group expectation here")
+        p_success += float((prob_old * r).sum())
     estimator = get_advantage(advantage)
     k = group_size
-    logp, old_logp = _log_probs(new_policy, old_policy, tokens, prompts)
-    total = torch.zeros(new_policy.score_shape, dtype=prob_old.dtype, device=prob_old.device)
-    for m in range(k):  # successes among the other K - 1 samples
+    member_adv = []  # (P(m), A_1 if r_1 = 0, A_1 if r_1 = 1) for m successes among the others
+    for m in range(k):
         weight_m = math.comb(k - 1, m) * p_success**m * (1 - p_success) ** (k - 1 - m)
         if weight_m == 0.0:
             continue
         others = [1.0] * m + [0.0] * (k - 1 - m)
-        groups = torch.tensor([[0.0] + others, [1.0] + others], dtype=prob_old.dtype)  # r_1 = 0, 1
-        a1 = estimator.fn(groups, config=advantage_config)[:, 0]  # A_1 for r_1 = 0 and r_1 = 1
-        adv = torch.where(r > 0.5, a1[1], a1[0])[:, None] * mask
-        w = _per_sequence_weights(objective, config, logp, old_logp, adv, mask)
-        total = total + weight_m * new_policy.score_sum(prob_old[:, None] * w, tokens, prompts)
+        groups = torch.tensor([[0.0] + others, [1.0] + others], dtype=torch.float64)  # r_1 = 0, 1
+        member_adv.append((weight_m, estimator.fn(groups, config=advantage_config)[:, 0]))
+    total = 0.0
+    for tokens, mask, prob_old, prompts in _blocks(old_policy, prompt, max_sequences):  # pass 2
+        r = call_reward(reward_fn, tokens, mask, prompts).to(prob_old.dtype)
+        logp, old_logp = _log_probs(new_policy, old_policy, tokens, prompts)
+        for weight_m, a1 in member_adv:
+            a1 = a1.to(prob_old.dtype)
+            adv = torch.where(r > 0.5, a1[1], a1[0])[:, None] * mask
+            w = _per_sequence_weights(objective, config, logp, old_logp, adv, mask)
+            total = total + weight_m * new_policy.score_sum(prob_old[:, None] * w, tokens, prompts)
     return _group_scale(config, k) * total
 
 
