@@ -1,2 +1,3 @@
-"""pgverify policies: synthetic autoregressive policies (tabular, Markov, tiny neural) whose
-expectations can be enumerated exactly. The policies arrive with the engines issue."""
+"""pgverify policies: synthetic autoregressive policies whose expectations can be enumerated
+exactly — ``TabularPolicy`` and ``MarkovPolicy`` (softmax tables with closed-form scores),
+``GRUPolicy`` (a hand-written GRU) — plus ``perturb`` and the rewards and tasks in ``tasks``."""

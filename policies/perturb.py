@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from policies.neural import GRUPolicy, next_token_log_probs
-from policies.table import TablePolicy, _divergence_rows, mean_token_divergence
+from policies.table import TablePolicy, divergence_rows, mean_token_divergence
 
 BISECTION_STEPS = 200
 
@@ -82,7 +82,7 @@ def _family(policy, kind: str, generator: torch.Generator,
         def divergence(alpha: float) -> float:
             with torch.no_grad():
                 new_lp = next_token_log_probs(shifted(alpha).params, tokens, prompts)
-            return float(_divergence_rows(old_lp, new_lp, kind).mean())
+            return float(divergence_rows(old_lp, new_lp, kind).mean())
 
         return shifted, divergence
     raise ValueError(f"policy of type {type(policy).__name__} is invalid; allowed: a TablePolicy "

@@ -229,7 +229,7 @@ class TablePolicy:
         raise NotImplementedError
 
 
-def _divergence_rows(p_lp: Tensor, q_lp: Tensor, kind: str) -> Tensor:
+def divergence_rows(p_lp: Tensor, q_lp: Tensor, kind: str) -> Tensor:
     """Row-wise D(p ‖ q) from log-probabilities: ``kl`` = Σ p log(p/q), ``chi2`` = Σ q²/p - 1
     (the χ² of the ratio q/p under p, so that E_p[(q/p)²] = 1 + χ²)."""
     if kind == "kl":
@@ -244,7 +244,7 @@ def mean_token_divergence(old: TablePolicy, new: TablePolicy, kind: str) -> floa
     policy this is the plain mean of the per-position divergences; with ``kind="chi2"`` and
     no EOS, E_old[R²] = Π_t (1 + χ²_t) for the sequence ratio R.
     """
-    d = _divergence_rows(old.log_probs(), new.log_probs(), kind)  # [R] or [P, R]
+    d = divergence_rows(old.log_probs(), new.log_probs(), kind)  # [R] or [P, R]
     occupancy = old.row_marginals().mean(-2)  # [R] or [P, R]
     return float((occupancy * d).sum(-1).mean())
 

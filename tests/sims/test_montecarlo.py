@@ -191,3 +191,15 @@ def test_gru_mc_matches_exact_expectation():
     res = mc_gradient(new, old, _two_ones, "ppo_clip", config, "rloo", NoConfig(), mc)
     assert res.mean.shape == new.score_shape
     assert _within_z(res, expected)
+
+
+def test_policy_and_truth_errors():
+    old, new = _pair()
+    cfg, mc = O.CispoConfig(), MCConfig(n_replicas=40)
+    with pytest.raises(ValueError, match="old_policy='MarkovPolicy"):
+        mc_gradient(new, _family_pair("markov")[0], _two_ones, "cispo", cfg, "rloo", NoConfig(), mc)
+    with pytest.raises(ValueError, match=r"truth=\(2,\) is invalid"):
+        mc_gradient(new, old, _two_ones, "cispo", cfg, "rloo", NoConfig(), mc, truth=torch.zeros(2))
+    prompted = TabularPolicy.random(3, 3, generator=torch.Generator().manual_seed(0), n_prompts=3)
+    with pytest.raises(ValueError, match="n_groups=1 is invalid; allowed: the policy's number of prompts P=3"):
+        mc_gradient(prompted, prompted, _two_ones, "cispo", cfg, "rloo", NoConfig(), mc)
