@@ -144,7 +144,7 @@ def bench_exact(device: str) -> float:
 
 def run_bench(device: str = "cpu", *, quick: bool = False) -> dict[str, Any]:
     """All measurements as the JSON-ready dict ``pgverify bench --json`` writes."""
-    n_engine, n_loop, n_vmap, n_gru = (2_000, 50, 500, 20) if quick else (40_000, 200, 4_000, 100)
+    n_engine, n_loop, n_vmap, n_gru = (2_000, 50, 500, 40) if quick else (40_000, 200, 4_000, 100)
     engine = bench_engine(device, n_engine)
     loop = bench_loop(device, n_loop)
     vmap = bench_vmap(device, n_vmap)

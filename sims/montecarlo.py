@@ -75,8 +75,9 @@ class MCConfig:
             value = getattr(self, name)
             require(isinstance(value, int) and value >= 1, name, value, "an int >= 1")
         require(self.n_batches >= 2, "n_batches", self.n_batches, "n_batches >= 2")
-        require(self.n_replicas % self.n_batches == 0, "n_replicas", self.n_replicas,
-                f"a multiple of n_batches={self.n_batches}")
+        require(self.n_replicas % self.n_batches == 0 and self.n_replicas >= 2 * self.n_batches,
+                "n_replicas", self.n_replicas,
+                f"a multiple of n_batches={self.n_batches} with at least 2 replicas per batch")
         require(0 < self.level < 1, "level", self.level, "0 < level < 1")
 
 

@@ -9,7 +9,7 @@ import pytest
 from sims import bench
 
 CASES = {"engine": (bench.bench_engine, 2_000), "loop": (bench.bench_loop, 20),
-         "vmap": (bench.bench_vmap, 500), "gru": (bench.bench_gru, 20)}
+         "vmap": (bench.bench_vmap, 500), "gru": (bench.bench_gru, 40)}
 
 
 @pytest.mark.parametrize("name", list(CASES))

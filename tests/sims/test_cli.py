@@ -61,3 +61,14 @@ def test_bench_rejects_an_unavailable_device(capsys):
         pytest.skip("CUDA is available here")
     assert main(["bench", "--device", "cuda"]) == 2
     assert "--device 'cuda' is not available" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_real_quick_bench_produces_every_key():
+    # the un-mocked quick bench: every measurement runs and is positive
+    from sims.bench import run_bench
+    result = run_bench("cpu", quick=True)
+    for key in ("engine_seq_per_s", "loop_seq_per_s", "vmap_seq_per_s", "exact_seconds",
+                "gru_engine_seq_per_s", "peak_rss_mb"):
+        assert result[key] > 0, key
+    assert (result["device"], result["T"], result["V"]) == ("cpu", 64, 32)

@@ -155,6 +155,8 @@ def test_reproducible_and_memory_does_not_depend_on_m():
 def test_mc_config_and_input_errors():
     with pytest.raises(ValueError, match="n_replicas=25 is invalid; allowed: a multiple of n_batches=20"):
         MCConfig(n_replicas=25)
+    with pytest.raises(ValueError, match="n_replicas=20 is invalid; .* at least 2 replicas per batch"):
+        MCConfig(n_replicas=20)  # one replica per batch has no within-batch variance
     with pytest.raises(ValueError, match="level=1.5 is invalid"):
         MCConfig(level=1.5)
     old, new = _pair()
