@@ -73,13 +73,13 @@ class MarkovPolicy(TablePolicy):
         """``(tokens [n, T], mask [n, T])``: T sequential inverse-CDF steps, one uniform per token
         (drawn from ``generator`` on the CPU, so a seed gives the same tokens on every device)."""
         check_count("n", n)
-        prompts = self._prompts(prompts, n, self.logits.device)
+        prompts = self._prompts(prompts, n)
         probs = torch.softmax(self.logits, -1).reshape(-1, self.vocab)  # (P·(V+1), V)
         u = torch.rand(self.horizon, n, generator=generator, dtype=probs.dtype).to(probs.device)
         offset = 0 if prompts is None else prompts * self.n_rows
         prev = torch.full((n,), self.vocab, dtype=torch.int64, device=probs.device)
         tokens = torch.empty(n, self.horizon, dtype=torch.int64, device=probs.device)
         for t in range(self.horizon):
-            prev = inverse_cdf(probs[prev + offset], u[t])
+            prev = inverse_cdf(probs[prev + offset], u[t].unsqueeze(-1)).squeeze(-1)
             tokens[:, t] = prev
         return tokens, self.mask(tokens)

@@ -24,7 +24,8 @@ import math
 import torch
 from torch import Tensor
 
-from policies.table import DEFAULT_MAX_SEQUENCES, all_token_arrays, check_count, check_horizon, eos_mask, inverse_cdf
+from policies.table import (DEFAULT_MAX_SEQUENCES, all_token_arrays, check_count, check_eos, check_horizon,
+                            check_prompt, check_prompts, eos_mask, inverse_cdf)
 
 PARAM_NAMES = ("embed", "h0", "w_x", "w_h", "b_x", "b_h", "w_out", "b_out")
 
@@ -79,8 +80,7 @@ class GRUPolicy:
     def __init__(self, params: dict[str, Tensor], *, horizon: int, eos: int | None = None,
                  prompted: bool = False) -> None:
         check_horizon(horizon)
-        missing = [k for k in PARAM_NAMES if k not in params]
-        if missing or set(params) != set(PARAM_NAMES):
+        if set(params) != set(PARAM_NAMES):
             raise ValueError(f"params has keys {sorted(params)}; allowed: exactly {list(PARAM_NAMES)}")
         for name in PARAM_NAMES:
             x = params[name]
@@ -98,8 +98,7 @@ class GRUPolicy:
                              f"(P, {h}) with P = 1 unless prompted=True")
         if v < 2:
             raise ValueError(f"vocabulary V={v} is invalid; allowed: V >= 2")
-        if eos is not None and (isinstance(eos, bool) or not (isinstance(eos, int) and 0 <= eos < v)):
-            raise ValueError(f"eos={eos!r} is invalid; allowed: None or an int in [0, {v})")
+        check_eos(eos, v)
         self.params = dict(params)
         self.eos = eos
         self._horizon = horizon
@@ -174,16 +173,7 @@ class GRUPolicy:
         return GRUPolicy(self.unflatten(flat), horizon=self.horizon, eos=self.eos, prompted=self._prompted)
 
     def _prompts(self, prompts: Tensor | None, n: int) -> Tensor | None:
-        p = self.n_prompts
-        if p is None:
-            if prompts is not None:
-                raise ValueError("prompts were given to a policy without prompts; allowed: prompts=None")
-            return None
-        if prompts is None or not isinstance(prompts, Tensor) or prompts.shape != (n,) or prompts.is_floating_point():
-            raise ValueError(f"prompts must be an int tensor of shape ({n},) for a policy with P={p} prompts")
-        if n and not bool(((prompts >= 0) & (prompts < p)).all()):
-            raise ValueError(f"prompts has values outside [0, {p}); allowed: prompt ids in [0, P)")
-        return prompts.to(self.device)
+        return check_prompts(prompts, n, self.n_prompts, self.device)
 
     # ------------------------------------------------------------------ policy contract
     def mask(self, tokens: Tensor) -> Tensor:
@@ -207,7 +197,7 @@ class GRUPolicy:
         tokens = torch.empty(n, self.horizon, dtype=torch.int64, device=self.device)
         for t in range(self.horizon):
             h = gru_cell(p["embed"][prev], h, p["w_x"], p["w_h"], p["b_x"], p["b_h"])
-            prev = inverse_cdf(torch.softmax(h @ p["w_out"] + p["b_out"], -1), u[t])
+            prev = inverse_cdf(torch.softmax(h @ p["w_out"] + p["b_out"], -1), u[t].unsqueeze(-1)).squeeze(-1)
             tokens[:, t] = prev
         return tokens, self.mask(tokens)
 
@@ -218,9 +208,7 @@ class GRUPolicy:
         tokens = all_token_arrays(self.horizon, self.vocab, max_sequences, self.device, start, stop)
         prompts = None
         if self.n_prompts is not None or prompt is not None:
-            if self.n_prompts is None or isinstance(prompt, bool) or not (isinstance(prompt, int) and 0 <= prompt < self.n_prompts):
-                raise ValueError(f"prompt={prompt!r} is invalid; allowed: an int in [0, {self.n_prompts}) "
-                                 "for a prompt-conditioned policy, None otherwise")
+            check_prompt(prompt, self.n_prompts)
             prompts = torch.full((tokens.shape[0],), prompt, dtype=torch.int64, device=self.device)
         with torch.no_grad():
             prob = torch.exp(log_prob_fn(self.params, tokens, prompts).sum(-1))

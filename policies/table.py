@@ -39,6 +39,38 @@ def check_count(name: str, n: Any) -> None:
         raise ValueError(f"{name}={n!r} is invalid; allowed: an int >= 1")
 
 
+def check_eos(eos, vocab: int) -> None:
+    """``eos`` must be ``None`` or a token id in [0, V)."""
+    if eos is not None and (isinstance(eos, bool) or not (isinstance(eos, int) and 0 <= eos < vocab)):
+        raise ValueError(f"eos={eos!r} is invalid; allowed: None or an int in [0, {vocab})")
+
+
+def check_prompt(prompt, n_prompts: int | None) -> None:
+    """One prompt id: an int in [0, P) for a prompt-conditioned policy."""
+    if n_prompts is None or isinstance(prompt, bool) or not (isinstance(prompt, int) and 0 <= prompt < n_prompts):
+        raise ValueError(f"prompt={prompt!r} is invalid; allowed: an int in [0, {n_prompts}) for a "
+                         "prompt-conditioned policy")
+
+
+def check_prompts(prompts: Tensor | None, n: int, n_prompts: int | None, device) -> Tensor | None:
+    """``prompts`` against a policy with ``n_prompts`` (P or None): ``[n]`` ints in [0, P) iff P
+    is set; returned on ``device``."""
+    if n_prompts is None:
+        if prompts is not None:
+            raise ValueError("prompts were given to a policy without a prompt dimension; "
+                             "allowed: prompts=None (or build the policy with prompts)")
+        return None
+    if prompts is None:
+        raise ValueError(f"prompts=None is invalid for a policy conditioned on P={n_prompts} prompts; "
+                         "allowed: an int tensor [N] with values in [0, P)")
+    if not isinstance(prompts, Tensor) or prompts.shape != (n,) or prompts.is_floating_point():
+        raise ValueError(f"prompts must be an int tensor of shape ({n},), got "
+                         f"{getattr(prompts, 'shape', type(prompts).__name__)}")
+    if n and not bool(((prompts >= 0) & (prompts < n_prompts)).all()):
+        raise ValueError(f"prompts has values outside [0, {n_prompts}); allowed: prompt ids in [0, P)")
+    return prompts.to(device)
+
+
 def eos_mask(tokens: Tensor, eos: int | None, dtype) -> Tensor:
     """``[N, T]`` mask of the valid prefix: up to and including the first ``eos``."""
     if eos is None:
@@ -67,22 +99,23 @@ def all_token_arrays(horizon: int, vocab: int, max_sequences: int, device, start
 
 
 def inverse_cdf(probs_rows: Tensor, u: Tensor) -> Tensor:
-    """Token ``#{v : cdf_v < u}`` for each row of ``probs_rows [..., V]`` and uniform ``u [...]``.
+    """Tokens ``#{v : cdf_v < u}`` for rows ``probs_rows [..., V]`` and uniforms ``u [..., k]``
+    (k draws per row) as ``[..., k]``.
 
     The last CDF entry is set just above 1 so rounding in the cumulative sum can never let
     ``u`` fall past the last token.
     """
     cdf = torch.cumsum(probs_rows, -1)
     cdf[..., -1] = 1.0 + 1e-6
-    return torch.searchsorted(cdf.contiguous(), u.unsqueeze(-1).contiguous()).squeeze(-1)
+    return torch.searchsorted(cdf.contiguous(), u.contiguous())
 
 
 class TablePolicy:
     """Base class: a softmax table ``logits [R, V]`` or ``[P, R, V]`` (see the module doc).
 
     Subclasses define ``horizon``, ``rows(tokens) -> [N, T]`` (the row each token is drawn
-    from, within its prompt's table) and ``row_occupancy()`` (the expected fraction of the T
-    positions drawn from each row, under this policy).
+    from, within its prompt's table), ``row_marginals()`` (the probability that position t is
+    drawn from each row, under this policy), ``with_logits`` and ``sample``.
     """
 
     def __init__(self, logits: Tensor, *, eos: int | None = None, rows_name: str = "R") -> None:
@@ -98,8 +131,7 @@ class TablePolicy:
             )
         if not bool(torch.isfinite(logits).all()):
             raise ValueError("logits has non-finite values; allowed: finite logits")
-        if eos is not None and (isinstance(eos, bool) or not (isinstance(eos, int) and 0 <= eos < v)):
-            raise ValueError(f"eos={eos!r} is invalid; allowed: None or an int in [0, {v})")
+        check_eos(eos, v)
         self.logits = logits
         self.eos = eos
 
@@ -127,36 +159,18 @@ class TablePolicy:
     def with_logits(self, logits: Tensor) -> "TablePolicy":  # pragma: no cover
         raise NotImplementedError
 
-    def _prompts(self, prompts: Tensor | None, n: int, device) -> Tensor | None:
-        """Validate ``prompts`` against the policy: ``[n]`` ints in [0, P) iff P is set."""
-        p = self.n_prompts
-        if p is None:
-            if prompts is not None:
-                raise ValueError("prompts were given to a policy without a prompt dimension; "
-                                 "allowed: prompts=None (or build the policy with [P, ...] logits)")
-            return None
-        if prompts is None:
-            raise ValueError(f"prompts=None is invalid for a policy conditioned on P={p} prompts; "
-                             "allowed: an int tensor [N] with values in [0, P)")
-        if not isinstance(prompts, Tensor) or prompts.shape != (n,) or prompts.is_floating_point():
-            raise ValueError(f"prompts must be an int tensor of shape ({n},), got "
-                             f"{getattr(prompts, 'shape', type(prompts).__name__)}")
-        if n and not bool(((prompts >= 0) & (prompts < p)).all()):
-            raise ValueError(f"prompts has values outside [0, {p}); allowed: prompt ids in [0, P)")
-        return prompts.to(device)
+    def _prompts(self, prompts: Tensor | None, n: int) -> Tensor | None:
+        return check_prompts(prompts, n, self.n_prompts, self.logits.device)
 
     def contexts(self, tokens: Tensor, prompts: Tensor | None = None) -> Tensor:
         """``[N, T]`` index of the table row (in ``logits.reshape(-1, V)``) each token is drawn from."""
         rows = self.rows(tokens)
-        prompts = self._prompts(prompts, tokens.shape[0], tokens.device)
+        prompts = check_prompts(prompts, tokens.shape[0], self.n_prompts, tokens.device)
         return rows if prompts is None else rows + prompts[:, None] * self.n_rows
 
     def for_prompt(self, prompt: int) -> "TablePolicy":
         """The unconditioned policy of one prompt (its slice of the table)."""
-        p = self.n_prompts
-        if p is None or isinstance(prompt, bool) or not (isinstance(prompt, int) and 0 <= prompt < p):
-            raise ValueError(f"prompt={prompt!r} is invalid; allowed: an int in [0, {p}) for a "
-                             "prompt-conditioned policy")
+        check_prompt(prompt, self.n_prompts)
         return self.with_logits(self.logits[prompt])
 
     @property

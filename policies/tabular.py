@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from policies.table import DEFAULT_MAX_SEQUENCES, TablePolicy, check_count, check_horizon
+from policies.table import DEFAULT_MAX_SEQUENCES, TablePolicy, check_count, check_horizon, inverse_cdf
 
 __all__ = ["TabularPolicy", "DEFAULT_MAX_SEQUENCES"]
 
@@ -61,14 +61,12 @@ class TabularPolicy(TablePolicy):
         device); all positions are drawn at once.
         """
         check_count("n", n)
-        prompts = self._prompts(prompts, n, self.logits.device)
-        cdf = torch.cumsum(torch.softmax(self.logits, -1), -1)  # ([P,] T, V)
-        cdf[..., -1] = 1.0 + 1e-6  # guard the last bin against rounding in the cumulative sum
-        if prompts is None:
-            u = torch.rand(self.horizon, n, generator=generator, dtype=cdf.dtype).to(cdf.device)
-            tokens = torch.searchsorted(cdf.contiguous(), u).T.contiguous()  # (n, T)
+        prompts = self._prompts(prompts, n)
+        probs = torch.softmax(self.logits, -1)  # ([P,] T, V)
+        if prompts is None:  # each position's row drawn n times at once
+            u = torch.rand(self.horizon, n, generator=generator, dtype=probs.dtype).to(probs.device)
+            tokens = inverse_cdf(probs, u).T.contiguous()  # (n, T)
         else:
-            u = torch.rand(n, self.horizon, generator=generator, dtype=cdf.dtype).to(cdf.device)
-            rows = cdf[prompts]  # (n, T, V)
-            tokens = torch.searchsorted(rows.contiguous(), u.unsqueeze(-1)).squeeze(-1)
+            u = torch.rand(n, self.horizon, 1, generator=generator, dtype=probs.dtype).to(probs.device)
+            tokens = inverse_cdf(probs[prompts], u).squeeze(-1)  # (n, T)
         return tokens, self.mask(tokens)
