@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from policies._bisect import bisect_crossing
 from policies.neural import GRUPolicy, next_token_log_probs
 from policies.table import TablePolicy, divergence_rows, mean_token_divergence
 
@@ -51,11 +52,7 @@ def perturb(policy, *, generator: torch.Generator, kl: float | None = None, chi2
             f"{kind}={target!r} is unreachable: along the drawn direction the divergence reaches "
             f"{reachable:.4g} at scale {max_scale:g}; allowed: {kind} < {reachable:.4g} (or another generator)"
         )
-    lo, hi = 0.0, max_scale  # invariant: divergence(lo) < target <= divergence(hi)
-    for _ in range(BISECTION_STEPS):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if divergence(mid) < target else (lo, mid)
-    return shifted(hi)
+    return shifted(bisect_crossing(divergence, target, 0.0, max_scale, BISECTION_STEPS))
 
 
 def _family(policy, kind: str, generator: torch.Generator,

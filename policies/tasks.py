@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from policies._bisect import bisect_crossing
 from policies.table import TablePolicy
 
 RewardFn = Callable[..., Tensor]  # (tokens [N, T], mask [N, T][, prompts [N]]) -> rewards [N]
@@ -278,11 +279,8 @@ def calibrate(policy: TablePolicy, reward, pass_rates, *, max_scale: float = 50.
         if not low_rate < rate < high_rate:
             raise ValueError(f"pass rate {rate!r} is unreachable: within |β| <= {max_scale:g} the pass "
                              f"rate spans ({low_rate:.4g}, {high_rate:.4g}); allowed: a rate in that range")
-        lo, hi = -max_scale, max_scale  # invariant: rate_at(lo) < rate <= rate_at(hi)
-        for _ in range(BISECTION_STEPS):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if rate_at(mid) < rate else (lo, mid)
-        rows.append(policy.logits + hi * d)
+        beta = bisect_crossing(rate_at, rate, -max_scale, max_scale, BISECTION_STEPS)
+        rows.append(policy.logits + beta * d)
     return policy.with_logits(torch.stack(rows))
 
 
