@@ -117,9 +117,10 @@ def exact_group_estimator_mean(new_policy, old_policy, reward_fn: RewardFn, obje
     the registered ``advantage`` estimator) for binary rewards, exactly (see the module doc)."""
     check_policy_pair(new_policy, old_policy)
     require(isinstance(group_size, int) and group_size >= 1, "group_size", group_size, "an int K >= 1")
-    p_success, first_length = 0.0, None
+    p_success, first_length, rewards = 0.0, None, []
     for tokens, mask, prob_old, prompts in _blocks(old_policy, prompt, max_sequences):  # pass 1
         r = call_reward(reward_fn, tokens, mask, prompts).to(prob_old.dtype)
+        rewards.append(r)  # kept for pass 2: the reward function runs once per sequence
         require(bool(((r == 0) | (r == 1)).all()), "reward_fn", "non-binary rewards",
                 "rewards in {0, 1} (exact group expectations condition on a binomial count)")
         lengths = mask.sum(-1)
@@ -140,8 +141,7 @@ def exact_group_estimator_mean(new_policy, old_policy, reward_fn: RewardFn, obje
         groups = torch.tensor([[0.0] + others, [1.0] + others], dtype=torch.float64)  # r_1 = 0, 1
         member_adv.append((weight_m, estimator.fn(groups, config=advantage_config)[:, 0]))
     total = 0.0
-    for tokens, mask, prob_old, prompts in _blocks(old_policy, prompt, max_sequences):  # pass 2
-        r = call_reward(reward_fn, tokens, mask, prompts).to(prob_old.dtype)
+    for (tokens, mask, prob_old, prompts), r in zip(_blocks(old_policy, prompt, max_sequences), rewards):  # pass 2
         logp, old_logp = _log_probs(new_policy, old_policy, tokens, prompts)
         for weight_m, a1 in member_adv:
             a1 = a1.to(prob_old.dtype)
