@@ -1,8 +1,10 @@
 """The ``pgverify`` command line.
 
 ``pgverify list [--json]`` prints every registered objective, advantage estimator, aggregation,
-KL estimator, group filter and algorithm with its parts and reference. Usage errors exit with
-code 2 and a message naming the problem.
+KL estimator, group filter and algorithm with its parts and reference. ``pgverify claims [--quick]
+[--json FILE]`` runs the experiments and prints the claims ledger; ``pgverify report [--out DIR]
+[--quick] [--device D] [--seed S]`` writes the full report (``sims.report``); ``pgverify bench``
+measures the engines. Usage errors exit with code 2 and a message naming the problem.
 """
 
 from __future__ import annotations
@@ -92,14 +94,67 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
+def _device_error(command: str, device: str) -> str | None:
+    """A usage-error message when ``device`` cannot be used, else None."""
     import torch
 
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        return f"pgverify {command}: error: --device {device!r} is not a torch device; allowed: cpu, cuda, cuda:N\n"
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return (f"pgverify {command}: error: --device {device!r} is not available "
+                "(torch.cuda.is_available() is False); allowed: cpu\n")
+    if dev.type not in ("cpu", "cuda"):
+        return f"pgverify {command}: error: --device {device!r} is not supported; allowed: cpu, cuda, cuda:N\n"
+    return None
+
+
+def _cmd_claims(args: argparse.Namespace) -> int:
+    from sims.claims import decide
+    from sims.report import run_experiments
+
+    results = run_experiments("quick" if args.quick else "full", seed=0, progress=sys.stderr.isatty())
+    ledger = decide(results)
+    for c in ledger:
+        sys.stdout.write(f"{c.id}  {c.verdict:<12} {c.claim}\n{'':18}{c.summary}\n")
+    if args.json:
+        from sims.report import _jsonable
+
+        _write_json_atomic(args.json, [_jsonable(c.as_dict()) for c in ledger])
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from sims.report import build_report
+
+    error = _device_error("report", args.device)
+    if error:
+        sys.stderr.write(error)
+        return 2
+    ledger = build_report(args.out, scale="quick" if args.quick else "full", seed=args.seed,
+                          device=args.device, progress=True)
+    counts = {v: sum(c.verdict == v for c in ledger) for v in ("holds", "partly", "fails", "inconclusive")}
+    sys.stdout.write(f"wrote {args.out}/REPORT.md: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + "\n")
+    return 0
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed {text!r} is not an integer; allowed: an integer in [0, 2**31)")
+    if not 0 <= value < 2 ** 31:
+        raise argparse.ArgumentTypeError(f"seed {value} is out of range; allowed: an integer in [0, 2**31)")
+    return value
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
     from sims.bench import run_bench
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        sys.stderr.write(f"pgverify bench: error: --device {args.device!r} is not available "
-                         "(torch.cuda.is_available() is False); allowed: cpu\n")
+    error = _device_error("bench", args.device)
+    if error:
+        sys.stderr.write(error)
         return 2
     result = run_bench(args.device, quick=args.quick)
     for key, value in result.items():
@@ -144,6 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p_bench.add_argument("--quick", action="store_true", help="smaller workloads (a few seconds)")
     p_bench.set_defaults(func=_cmd_bench)
+    p_claims = sub.add_parser("claims", help="run the experiments and print the claims ledger C01-C15")
+    p_claims.add_argument("--quick", action="store_true", help="the quick sweeps (under 2 minutes)")
+    p_claims.add_argument("--json", metavar="FILE", help="also write the ledger as JSON to FILE")
+    p_claims.set_defaults(func=_cmd_claims)
+    p_report = sub.add_parser("report", help="run every experiment, decide every claim and write the report")
+    p_report.add_argument("--out", default="reports", metavar="DIR", help="output directory (default reports/)")
+    p_report.add_argument("--quick", action="store_true", help="the quick sweeps (under 2 minutes; what CI runs)")
+    p_report.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    p_report.add_argument("--seed", type=_seed, default=0, help="base seed (default 0)")
+    p_report.set_defaults(func=_cmd_report)
     return parser
 
 

@@ -1,0 +1,25 @@
+"""Experiments (bsuite pattern): each module has a frozen ``Config`` with ``quick()``, ``full()``
+and ``tiny()`` sweeps, ``run(config, *, seed, device) -> Result`` (a tidy table, a summary the
+claims ledger reads, published results reproduced) and ``plot(result, path)``. See ``_common``.
+
+``EXPERIMENTS`` lists them in report order; the report and the ledger iterate over it.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from sims.experiments import (bias_variance, difficulty, dynamics, gspo_weight, kl_estimators, length_bias,
+                              sgs, survival)
+
+EXPERIMENTS: dict[str, ModuleType] = {m.NAME: m for m in (
+    bias_variance, gspo_weight, survival, length_bias, difficulty, sgs, dynamics, kl_estimators)}
+
+SCALES = ("tiny", "quick", "full")
+
+
+def config_for(name: str, scale: str):
+    """The ``scale`` sweep (``tiny``, ``quick`` or ``full``) of experiment ``name``."""
+    if scale not in SCALES:
+        raise ValueError(f"scale={scale!r} is invalid; allowed: {', '.join(SCALES)}")
+    return getattr(EXPERIMENTS[name].Config, scale)()

@@ -1,0 +1,141 @@
+"""What every experiment shares: the result type, interval statistics and plotting setup.
+
+An experiment (bsuite pattern) is a module with a frozen ``Config`` (``Config.quick()`` and
+``Config.full()`` are the two sweeps the report runs), ``run(config, *, seed, device) -> Result``
+whose ``table`` is a tidy ``pandas.DataFrame`` (one row per measured quantity and sweep point,
+with ``low``/``high`` interval columns where the number is random), ``summary`` (the scores the
+claims ledger reads, each a number or an ``Estimate`` with its interval), ``published`` (results
+from ``research/papers.md`` reproduced: published value, ours, agreement) and ``plot(result,
+path)`` writing one PNG.
+
+Statistics are small pure functions over scipy.stats; every interval states its level.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+LEVEL = 0.95  # confidence level of every interval in the report
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A number with a two-sided interval at ``LEVEL`` (``low == high == value`` when exact)."""
+
+    value: float
+    low: float
+    high: float
+
+    @classmethod
+    def exact(cls, value: float) -> "Estimate":
+        return cls(float(value), float(value), float(value))
+
+    def __str__(self) -> str:
+        if self.low == self.high:
+            return f"{self.value:.4g}"
+        return f"{self.value:.4g} [{self.low:.4g}, {self.high:.4g}]"
+
+    def excludes(self, x: float) -> bool:
+        """True when ``x`` lies outside the interval (the difference is significant)."""
+        return not (self.low <= x <= self.high)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"value": self.value, "low": self.low, "high": self.high}
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published, checkable result and our reproduction of it.
+
+    ``agrees`` is computed: |ours - published| <= tolerance (absolute), or the published value
+    lies in our interval when ``ours`` has one.
+    """
+
+    name: str
+    source: str
+    published: float
+    ours: Estimate
+    tolerance: float
+
+    @property
+    def agrees(self) -> bool:
+        within = abs(self.ours.value - self.published) <= self.tolerance
+        return within or (self.ours.low < self.ours.high and not self.ours.excludes(self.published))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "published": self.published,
+                "ours": self.ours.value, "low": self.ours.low, "high": self.ours.high,
+                "tolerance": self.tolerance, "agrees": self.agrees}
+
+
+@dataclass
+class Result:
+    """What ``run`` returns (see the module doc)."""
+
+    name: str
+    config: Any
+    table: pd.DataFrame
+    summary: dict[str, Any]
+    published: list[Published] = field(default_factory=list)
+
+
+def mean_interval(x, level: float = LEVEL) -> Estimate:
+    """Mean with a Student-t interval over independent values ``x`` (n >= 2)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size < 2:
+        raise ValueError(f"mean_interval needs >= 2 values, got {x.size}")
+    m = float(x.mean())
+    se = float(x.std(ddof=1) / math.sqrt(x.size))
+    if se == 0.0:
+        return Estimate(m, m, m)
+    lo, hi = stats.t.interval(level, x.size - 1, loc=m, scale=se)
+    return Estimate(m, float(lo), float(hi))
+
+
+def normal_interval(value: float, se: float, level: float = LEVEL) -> Estimate:
+    """value ± z·se (a large-sample interval from a standard error)."""
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    return Estimate(float(value), float(value - z * se), float(value + z * se))
+
+
+def variance_interval(x, level: float = LEVEL) -> Estimate:
+    """Sample variance of ``x`` with a large-sample interval from the delta method: the standard
+    error of s² is sqrt((m4 - s⁴)/n), valid without normality (heavy tails widen it)."""
+    x = np.asarray(x, dtype=np.float64)
+    n = x.size
+    d = x - x.mean()
+    s2 = float(d @ d / (n - 1))
+    m4 = float(np.mean(d ** 4))
+    return normal_interval(s2, math.sqrt(max(m4 - s2 * s2, 0.0) / n), level)
+
+
+def seeded(seed: int, offset: int) -> torch.Generator:
+    """A CPU generator for stream ``offset`` of experiment seed ``seed`` (streams never overlap)."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(offset))
+
+
+def figure(n_panels: int, *, width: float = 4.0, height: float = 3.2):
+    """A matplotlib figure with ``n_panels`` axes in one row (non-interactive backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, n_panels, figsize=(width * n_panels, height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def save(fig, path) -> None:
+    """Write ``fig`` to ``path`` (PNG) and release it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,237 @@
+"""Bias and variance of the importance-weighting schemes versus sequence length T (headline).
+
+Setup: a ``TabularPolicy`` π_old with V tokens, no EOS, and π_θ = ``perturb(π_old, kl=κ)`` at a
+fixed mean per-token divergence κ, re-drawn for every T. Reward R(o) = 1[#token 0 >= max(1, T//V)]
+(binary and not additive over positions: with an additive reward and independent positions
+token IS happens to be unbiased), advantage A = R (no baseline). Each estimator uses the
+aggregation under which its on-policy gradient is ∇J = ∇E_θ[R] itself (``seq-mean-token-mean``
+for the per-sequence ``seq_is`` loss, ``seq-mean-token-sum`` for the rest); the run checks this
+(``on-policy relative bias``, exact, must be ~1e-15). The estimators (``Config.estimators``):
+
+* sequence IS ``seq_is`` (w_t = R(o)·A, R = Π ρ_t) — unbiased;
+* token IS ``reinforce(is_level="token")`` (w_t = ρ_t·A, PPO/GRPO's weight without clipping);
+* GSPO's geometric ratio ``gspo`` unclipped (w_t = G(o)·A, G = R^{1/T});
+* truncated sequence IS ``seq_is(cap=C)`` (w_t = min(R, C)·A);
+* CISPO ``cispo`` (w_t = min(ρ_t, 1 + ε_high)·A, MiniMax-M1's upper cap).
+
+Measured per T: the exact expected gradient E_old[ĝ] by enumeration (``sims.exact``), so the
+bias ‖E ĝ − ∇J‖/‖∇J‖ is exact; the variance trace tr Cov(ĝ)/‖∇J‖² by Monte Carlo
+(``sims.montecarlo``) with a 95% interval; and for longer T the variance of the sequence ratio
+itself against its closed form Var R = Π_t(1 + χ²_t) − 1 (papers.md §11.1), with the fraction of
+weights outside [1e-3, 1e3] and the Kish ESS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from policies.perturb import perturb
+from policies.tabular import TabularPolicy
+from policies.tasks import TokenCount
+from sims._checks import require
+from sims.exact import exact_estimator_mean, exact_objective
+from sims.experiments._common import Estimate, Result, figure, mean_interval, save, seeded, variance_interval
+from sims.montecarlo import MCConfig, mc_gradient
+from sims.objectives import CispoConfig, GspoConfig, ReinforceConfig, SeqIsConfig
+
+NAME = "bias_variance"
+TITLE = "Bias and variance of importance weights versus sequence length"
+
+_SUM = "seq-mean-token-sum"
+_SEQ = "seq-mean-token-mean"  # the per-sequence loss seq_is broadcasts over tokens, averaged back
+UNBIASED = "sequence IS"  # the label the claims read as the unbiased reference
+
+
+def default_estimators(cap: float = 2.0, cispo_eps_high: float = 0.2) -> tuple[tuple[str, str, Any], ...]:
+    """(label, registered objective, config) of the compared estimators (see the module doc)."""
+    return (
+        (UNBIASED, "seq_is", SeqIsConfig(agg=_SEQ)),
+        ("token IS (PPO/GRPO)", "reinforce", ReinforceConfig(agg=_SUM, is_level="token", is_cap=1e300)),
+        ("GSPO geometric", "gspo", GspoConfig(agg=_SUM, eps_low=None, eps_high=1e300)),
+        (f"truncated IS (C={cap:g})", "seq_is", SeqIsConfig(agg=_SEQ, cap=cap)),
+        (f"CISPO (cap 1+{cispo_eps_high:g})", "cispo", CispoConfig.minimax_m1(cispo_eps_high, agg=_SUM)),
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """Attributes:
+        vocab: V.
+        kl: κ, the mean per-token KL(π_old‖π_θ) of every pair.
+        horizons: T values with exact bias (V^T sequences are enumerated).
+        ratio_horizons: longer T values where only the sequence ratio's variance is measured.
+        n_replicas: Monte Carlo replicas (single sequences) per variance estimate.
+        n_ratio_samples: samples of the sequence ratio per long T.
+        estimators: (label, objective, config) triples; ``default_estimators()``.
+    """
+
+    vocab: int = 3
+    kl: float = 0.05
+    horizons: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
+    ratio_horizons: tuple[int, ...] = (16, 32, 64)
+    n_replicas: int = 20_000
+    n_ratio_samples: int = 100_000
+    estimators: tuple[tuple[str, str, Any], ...] = field(default_factory=default_estimators)
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.vocab, int) and self.vocab >= 2, "vocab", self.vocab, "an int >= 2")
+        require(self.kl > 0, "kl", self.kl, "kl > 0")
+        require(len(self.horizons) >= 2 and all(t >= 1 for t in self.horizons), "horizons",
+                self.horizons, "at least two T >= 1")
+        require(self.n_replicas >= 40 and self.n_replicas % 20 == 0, "n_replicas", self.n_replicas,
+                "a multiple of 20, >= 40")
+        require(self.n_ratio_samples >= 2, "n_ratio_samples", self.n_ratio_samples, ">= 2")
+
+    @classmethod
+    def quick(cls) -> "Config":
+        return cls(horizons=(1, 2, 4, 6, 8), ratio_horizons=(16, 32), n_replicas=4_000,
+                   n_ratio_samples=20_000)
+
+    @classmethod
+    def full(cls) -> "Config":
+        return cls(horizons=(1, 2, 3, 4, 5, 6, 8, 10), ratio_horizons=(16, 32, 64, 128),
+                   n_replicas=40_000, n_ratio_samples=200_000)
+
+    @classmethod
+    def tiny(cls) -> "Config":
+        return cls(horizons=(1, 3), ratio_horizons=(8,), n_replicas=200, n_ratio_samples=500)
+
+
+def reward_for(horizon: int, vocab: int) -> TokenCount:
+    """R = 1[#token 0 >= max(1, T // V)]: binary, pass rate near 1/2 for every T."""
+    return TokenCount(0, threshold=max(1, horizon // vocab))
+
+
+def policy_pair(horizon: int, config: Config, seed: int, device: str = "cpu"):
+    """(π_old, π_θ) for one T: random logits, then ``perturb(kl=κ)``."""
+    old = TabularPolicy.random(horizon, config.vocab, generator=seeded(seed, horizon),
+                               dtype=torch.float64, device=device)
+    new = perturb(old, kl=config.kl, generator=seeded(seed, 10_000 + horizon))
+    return old, new
+
+
+def chi2_per_position(old: TabularPolicy, new: TabularPolicy) -> torch.Tensor:
+    """χ²(π_θ,t ‖ π_old,t) of every position (rows of a tabular policy)."""
+    p, q = torch.softmax(new.logits, -1), torch.softmax(old.logits, -1)
+    return (p * p / q).sum(-1) - 1.0
+
+
+def _gradient_rows(config: Config, seed: int, device: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for t in config.horizons:
+        reward = reward_for(t, config.vocab)
+        old, new = policy_pair(t, config, seed, device)
+        truth = exact_objective(new, reward)[1]
+        scale = float(truth.norm())
+        for label, objective, cfg in config.estimators:
+            exact = exact_estimator_mean(new, old, reward, objective, cfg)
+            mc = mc_gradient(new, old, reward, objective, cfg, "raw", None,
+                             MCConfig(n_replicas=config.n_replicas, n_groups=1, group_size=1,
+                                      chunk=min(2_000, config.n_replicas // 20), seed=seed + t),
+                             truth=truth)
+            bias = float((exact - truth).norm()) / scale
+            on_policy = exact_estimator_mean(new, new, reward, objective, cfg)
+            rows.append({"T": t, "estimator": label, "quantity": "on-policy relative bias",
+                         "value": float((on_policy - truth).norm()) / scale, "low": np.nan,
+                         "high": np.nan, "method": "exact"})
+            rows.append({"T": t, "estimator": label, "quantity": "relative bias", "value": bias,
+                         "low": bias, "high": bias, "method": "exact"})
+            v = mc.var_trace
+            rows.append({"T": t, "estimator": label, "quantity": "relative variance",
+                         "value": v.estimate / scale ** 2, "low": v.low / scale ** 2,
+                         "high": v.high / scale ** 2, "method": "monte carlo"})
+    return rows
+
+
+def _ratio_rows(config: Config, seed: int, device: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for t in sorted(set(config.horizons) | set(config.ratio_horizons)):
+        old, new = policy_pair(t, config, seed, device)
+        closed = float(torch.prod(1.0 + chi2_per_position(old, new)) - 1.0)
+        tokens, mask = old.sample(config.n_ratio_samples, generator=seeded(seed, 20_000 + t))
+        log_r = ((new.log_prob(tokens) - old.log_prob(tokens)) * mask).sum(-1).cpu().numpy()
+        r = np.exp(log_r)
+        var = variance_interval(r)
+        extreme = mean_interval(((r < 1e-3) | (r > 1e3)).astype(float))
+        ess = float(r.sum() ** 2 / (r @ r) / r.size)
+        for quantity, est in (("ratio variance", var), ("ratio variance closed form", Estimate.exact(closed)),
+                              ("extreme weight fraction", extreme), ("ESS fraction", Estimate.exact(ess)),
+                              ("ESS fraction closed form", Estimate.exact(1.0 / (1.0 + closed)))):
+            rows.append({"T": t, "estimator": UNBIASED, "quantity": quantity, "value": est.value,
+                         "low": est.low, "high": est.high,
+                         "method": "closed form" if "closed" in quantity else "monte carlo"})
+    return rows
+
+
+def growth_rate(table: pd.DataFrame, estimator: str, quantity: str) -> float:
+    """Slope b of log(1 + y) = a + b·T fitted over the sweep: b > 0 is exponential growth."""
+    sub = table[(table.estimator == estimator) & (table.quantity == quantity)]
+    slope = np.polyfit(sub["T"].to_numpy(float), np.log1p(sub["value"].to_numpy(float)), 1)[0]
+    return float(slope)
+
+
+def run(config: Config, *, seed: int = 0, device: str = "cpu") -> Result:
+    """Run the sweep; ``Result.table`` has columns T, estimator, quantity, value, low, high, method."""
+    table = pd.DataFrame(_gradient_rows(config, seed, device) + _ratio_rows(config, seed, device))
+    closed = table[table.quantity == "ratio variance closed form"]
+    measured = table[table.quantity == "ratio variance"].set_index("T")
+    covered = [bool(measured.loc[t, "low"] <= v <= measured.loc[t, "high"])
+               for t, v in zip(closed["T"], closed["value"])]
+    t_max = max(config.horizons)
+    at_max = table[(table["T"] == t_max)].set_index(["estimator", "quantity"])
+    summary = {
+        "kl": config.kl,
+        "t_max": t_max,
+        "ratio_var_growth": growth_rate(table, UNBIASED, "ratio variance closed form"),
+        "ratio_var_closed_form_covered": float(np.mean(covered)),
+        "extreme_fraction_by_T": dict(zip(table[table.quantity == "extreme weight fraction"]["T"],
+                                         table[table.quantity == "extreme weight fraction"]["value"])),
+        "bias_at_t_max": {lab: float(at_max.loc[(lab, "relative bias"), "value"]) for lab, *_ in config.estimators},
+        "bias_by_T": {lab: [float(x) for x in table[(table.estimator == lab) & (table.quantity == "relative bias")]["value"]]
+                      for lab, *_ in config.estimators},
+        "var_at_t_max": {lab: Estimate(*(float(at_max.loc[(lab, "relative variance"), c]) for c in ("value", "low", "high")))
+                         for lab, *_ in config.estimators},
+        "horizons": list(config.horizons),
+        "on_policy_bias_max": float(table[table.quantity == "on-policy relative bias"]["value"].max()),
+    }
+    return Result(NAME, config, table, summary)
+
+
+def plot(result: Result, path) -> None:
+    """Three panels: exact relative bias, MC relative variance (95% bands) and the sequence
+    ratio's variance against its closed form, all versus T."""
+    table = result.table
+    fig, (ax_b, ax_v, ax_r) = figure(3)
+    for label, *_ in result.config.estimators:
+        b = table[(table.estimator == label) & (table.quantity == "relative bias")]
+        ax_b.plot(b["T"], b["value"] + 1e-16, "o-", label=label)
+        v = table[(table.estimator == label) & (table.quantity == "relative variance")]
+        ax_v.plot(v["T"], v["value"], "o-", label=label)
+        ax_v.fill_between(v["T"], v["low"], v["high"], alpha=0.25)
+    r = table[table.quantity == "ratio variance"]
+    c = table[table.quantity == "ratio variance closed form"]
+    ax_r.errorbar(r["T"], r["value"], yerr=[r["value"] - r["low"], r["high"] - r["value"]], fmt="o",
+                  label="Monte Carlo (95% CI)")
+    ax_r.plot(c["T"], c["value"], "-", label="Π(1+χ²_t) − 1")
+    for ax, title in ((ax_b, "exact ‖E ĝ − ∇J‖ / ‖∇J‖"), (ax_v, "tr Cov(ĝ) / ‖∇J‖² (95% CI)"),
+                      (ax_r, "Var of the sequence ratio R")):
+        ax.set_yscale("log")
+        ax.set_xlabel("T")
+        ax.set_title(title, fontsize=9)
+    ax_b.legend(fontsize=6)
+    ax_r.legend(fontsize=6)
+    fig.suptitle(f"per-token KL = {result.config.kl}, V = {result.config.vocab}", fontsize=9)
+    save(fig, path)
+
+
+def with_estimator(config: Config, label: str, objective: str, objective_config: Any) -> Config:
+    """``config`` with the estimator ``label`` replaced (tests feed deliberately wrong ones)."""
+    ests = tuple((lab, objective, objective_config) if lab == label else (lab, obj, cfg)
+                 for lab, obj, cfg in config.estimators)
+    return dataclasses.replace(config, estimators=ests)

@@ -1,0 +1,225 @@
+"""Difficulty bias: the effective per-prompt weight versus pass rate p, per advantage estimator,
+with and without dynamic sampling.
+
+For a prompt with binary reward and success probability p, any group estimator's expected
+per-sample update is E[A_1 ∇log π(o_1)] = (a_1 − a_0)·∇p, where a_r = E[A_1 | r_1 = r] (papers.md
+§2, §11.5). So w(p) = a_1 − a_0 is the prompt's effective weight: an unbiased estimator has a
+constant w (RLOO: w = 1; the group mean: (K−1)/K). It is computed exactly by running the
+registered advantage estimator on every configuration (r_1, m successes among the other K − 1
+samples) and averaging over m ~ Binomial(K − 1, p). With dynamic sampling the expectation is
+conditioned on the group being kept (``sims.filters.dynamic_sampling`` decides which are), i.e.
+per *trained* group. A Monte Carlo check through ``sims.montecarlo.mc_gradient`` (one-token
+bandit, the real sampling path) must cover the exact w(p)·∇p at a few p.
+
+Also: the zero-signal fraction f(p) = P(group dropped) against the published p^G + (1−p)^G, the
+largest |A| of the standardised advantage, and the advantages of an all-equal group (does the
+gradient "explode when std = 0"?).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+from policies.tabular import TabularPolicy
+from policies.tasks import TokenCount
+from sims._checks import require
+from sims.advantages import NoConfig, StdConfig
+from sims.experiments._common import Estimate, Published, Result, figure, save
+from sims.filters import DynamicSamplingConfig, dynamic_sampling
+from sims.montecarlo import MCConfig, mc_gradient
+from sims.objectives import ReinforceConfig
+from sims.registry import get_advantage
+
+NAME = "difficulty"
+TITLE = "Difficulty bias: effective per-prompt weight versus pass rate"
+
+ESTIMATORS = (
+    ("z-score (GRPO, sample std)", "grpo", StdConfig(std="sample", eps=1e-6)),
+    ("z-score (population std)", "grpo", StdConfig(std="population", eps=1e-6)),
+    ("mean-only (Dr.GRPO)", "drgrpo", NoConfig()),
+    ("RLOO", "rloo", NoConfig()),
+    ("no baseline (A = R)", "raw", NoConfig()),
+)
+MC_Z = 5.0  # the Monte Carlo check's |exact − MC| <= Z·SE; two-sided false-failure rate 5.7e-7
+
+
+@dataclass(frozen=True)
+class Config:
+    """Attributes:
+        group_size: K.
+        pass_rates: the p grid.
+        population_k: K of the near-population-limit run reproducing 1/√(p(1−p)).
+        mc_pass_rates: p values of the Monte Carlo check.
+        n_replicas: Monte Carlo groups per check.
+    """
+
+    group_size: int = 8
+    pass_rates: tuple[float, ...] = tuple(np.round(np.linspace(0.02, 0.98, 49), 4))
+    population_k: int = 2048
+    mc_pass_rates: tuple[float, ...] = (0.1, 0.5)
+    n_replicas: int = 20_000
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.group_size, int) and self.group_size >= 2, "group_size", self.group_size, "an int >= 2")
+        require(all(0 < p < 1 for p in self.pass_rates) and len(self.pass_rates) >= 2, "pass_rates",
+                self.pass_rates, ">= 2 values in (0, 1)")
+        require(self.n_replicas >= 40 and self.n_replicas % 20 == 0, "n_replicas", self.n_replicas,
+                "a multiple of 20, >= 40")
+
+    @classmethod
+    def quick(cls) -> "Config":
+        return cls(pass_rates=tuple(np.round(np.linspace(0.02, 0.98, 25), 4)), population_k=1024,
+                   n_replicas=4_000)
+
+    @classmethod
+    def full(cls) -> "Config":
+        return cls(population_k=4096, mc_pass_rates=(0.05, 0.2, 0.5, 0.9), n_replicas=100_000)
+
+    @classmethod
+    def tiny(cls) -> "Config":
+        return cls(group_size=4, pass_rates=(0.1, 0.5), population_k=64, mc_pass_rates=(0.5,), n_replicas=200)
+
+
+def conditional_advantages(advantage: str, config: Any, k: int) -> np.ndarray:
+    """A_1 for every (r_1, m): array [2, K] (m = successes among the other K − 1 samples), from
+    the registered estimator, plus whether dynamic sampling keeps that group: [2, 2, K]."""
+    rows = []
+    for r1 in (0.0, 1.0):
+        for m in range(k):
+            rows.append([r1] + [1.0] * m + [0.0] * (k - 1 - m))
+    rewards = torch.tensor(rows, dtype=torch.float64)
+    adv = get_advantage(advantage).fn(rewards, config=config)[:, 0].reshape(2, k).numpy()
+    keep = dynamic_sampling(rewards, config=DynamicSamplingConfig()).keep.reshape(2, k).numpy()
+    return np.stack([adv, keep.astype(float)])
+
+
+def effective_weight(advantage: str, config: Any, k: int, p: float, *, dynamic: bool) -> float:
+    """w(p) = E[A_1 | r_1 = 1, kept] − E[A_1 | r_1 = 0, kept], times P(kept | r_1) / P(kept)."""
+    adv, keep = conditional_advantages(advantage, config, k)
+    pm = stats.binom.pmf(np.arange(k), k - 1, p)  # m ~ Binom(K − 1, p)
+    if not dynamic:
+        return float(pm @ adv[1] - pm @ adv[0])
+    p_keep = 1.0 - p ** k - (1.0 - p) ** k
+    # E[A_1 ∇log π(o_1) | kept] = (p·E[A 1{kept} | r=1]·∇log p + (1−p)·E[A 1{kept} | r=0]·∇log(1−p)) / P(kept)
+    return float((pm @ (adv[1] * keep[1]) - pm @ (adv[0] * keep[0])) / p_keep)
+
+
+def dropped_fraction(k: int, p: float) -> float:
+    """P(dynamic sampling drops a group of K), from the filter on every success count."""
+    rewards = torch.tensor([[1.0] * s + [0.0] * (k - s) for s in range(k + 1)], dtype=torch.float64)
+    keep = dynamic_sampling(rewards, config=DynamicSamplingConfig()).keep.numpy()
+    return float(stats.binom.pmf(np.arange(k + 1), k, p) @ (~keep))
+
+
+def _bandit(p: float) -> TabularPolicy:
+    """A one-token policy over {success, failure} with P(token 0) = p."""
+    return TabularPolicy(torch.tensor([[math.log(p), math.log(1 - p)]], dtype=torch.float64))
+
+
+def _mc_rows(config: Config, seed: int) -> list[dict[str, Any]]:
+    rows = []
+    reward = TokenCount(0, threshold=1)
+    cfg = ReinforceConfig(agg="seq-mean-token-sum")
+    for p in config.mc_pass_rates:
+        policy = _bandit(p)
+        grad_p = torch.tensor([p * (1 - p), -p * (1 - p)], dtype=torch.float64)  # ∇p in the logits
+        for label, adv, adv_cfg in ESTIMATORS:
+            res = mc_gradient(policy, policy, reward, "reinforce", cfg, adv, adv_cfg,
+                              MCConfig(n_replicas=config.n_replicas, n_groups=1, group_size=config.group_size,
+                                       chunk=min(2_000, config.n_replicas // 20), seed=seed))
+            w = effective_weight(adv, adv_cfg, config.group_size, p, dynamic=False)
+            exact = w * grad_p
+            z = ((res.mean.reshape(-1) - exact).abs() / res.mean_se.reshape(-1).clamp_min(1e-300)).max()
+            est = res.mean.reshape(-1)[0] / grad_p[0]
+            se = res.mean_se.reshape(-1)[0] / grad_p[0]
+            rows.append({"estimator": label, "p": p, "dynamic sampling": False, "quantity": "MC weight",
+                         "value": float(est), "low": float(est - 1.96 * se), "high": float(est + 1.96 * se),
+                         "max |z|": float(z)})
+            v = res.var_trace
+            rows.append({"estimator": label, "p": p, "dynamic sampling": False, "quantity": "MC variance trace",
+                         "value": v.estimate, "low": v.low, "high": v.high})
+    return rows
+
+
+def run(config: Config, *, seed: int = 0, device: str = "cpu") -> Result:
+    """Table: estimator, p, dynamic sampling, quantity (weight, MC weight, ...), value, low, high."""
+    k = config.group_size
+    rows: list[dict[str, Any]] = []
+    for label, adv, adv_cfg in ESTIMATORS:
+        for p in config.pass_rates:
+            for dyn in (False, True):
+                w = effective_weight(adv, adv_cfg, k, p, dynamic=dyn)
+                rows.append({"estimator": label, "p": p, "dynamic sampling": dyn, "quantity": "weight",
+                             "value": w, "low": w, "high": w})
+    rows += _mc_rows(config, seed)
+    table = pd.DataFrame(rows)
+    return Result(NAME, config, table, _summary(table, config), _published(config))
+
+
+def _spread(table, label, dyn, config) -> float:
+    w = table[(table.estimator == label) & (table["dynamic sampling"] == dyn) & (table.quantity == "weight")]
+    return float(w["value"].max() / w["value"].min())
+
+
+def _summary(table: pd.DataFrame, config: Config) -> dict[str, Any]:
+    k = config.group_size
+    labels = [lab for lab, *_ in ESTIMATORS]
+    zs = get_advantage("grpo").fn(torch.tensor([[1.0] + [0.0] * (k - 1), [1.0] * k]), config=StdConfig())
+    mc = table[table.quantity == "MC weight"]
+    return {
+        "group_size": k,
+        "weight_spread": {lab: _spread(table, lab, False, config) for lab in labels},
+        "weight_spread_dynamic": {lab: _spread(table, lab, True, config) for lab in labels},
+        "weights": {lab: {f"{p:g}": float(v) for p, v in table[(table.estimator == lab) & (table.quantity == "weight")
+                                                                  & ~table["dynamic sampling"]][["p", "value"]].itertuples(index=False)}
+                    for lab in labels},
+        "max_abs_z_score_advantage": float(zs[0].abs().max()),
+        "max_abs_z_score_bound": (k - 1) / math.sqrt(k),
+        "all_equal_group_advantages_max_abs": float(zs[1].abs().max()),
+        "mc_max_abs_z": float(mc["max |z|"].max()),
+        "mc_variance": {f"{lab}, p={p:g}": Estimate(float(v), float(lo), float(hi)) for lab, p, v, lo, hi in
+                        table[table.quantity == "MC variance trace"][["estimator", "p", "value", "low", "high"]].itertuples(index=False)},
+        "mc_pass_rates": list(config.mc_pass_rates),
+        "mc_z_threshold": MC_Z,
+    }
+
+
+def _published(config: Config) -> list[Published]:
+    src_w = ("research/papers.md §2 (GRPO per-question weight 1/√(p(1−p)), population limit; ours at finite "
+             "K, agreement within 2% relative)")
+    src_d = "research/papers.md §1 (DAPO dynamic sampling, G = 16)"
+    k = config.population_k
+    pop = StdConfig(std="population", eps=1e-12)  # all-equal groups: 0 / eps = 0
+    out = [Published(f"GRPO weight at p = {p}, K = {k}", src_w, pub,
+                     Estimate.exact(effective_weight("grpo", pop, k, p, dynamic=False)), tol)
+           for p, pub, tol in ((0.5, 2.0, 0.02 * 2.0), (0.1, 3.333, 0.02 * 3.333), (0.01, 10.05, 0.02 * 10.05))]
+    for p, frac, groups in ((0.9, 0.1853, 1.227), (0.95, 0.4401, 1.786)):
+        f = dropped_fraction(16, p)
+        out.append(Published(f"zero-gradient group fraction, p = {p}", src_d, frac, Estimate.exact(f), 5e-5))
+        out.append(Published(f"groups generated per kept group, p = {p}", src_d, groups, Estimate.exact(1 / (1 - f)), 5e-4))
+    return out
+
+
+def plot(result: Result, path) -> None:
+    """w(p) per estimator without (solid) and with (dashed) dynamic sampling; MC checks as dots."""
+    table = result.table
+    fig, (ax,) = figure(1, width=6.0, height=4.0)
+    for i, (label, *_) in enumerate(ESTIMATORS):
+        for dyn, style in ((False, "-"), (True, "--")):
+            w = table[(table.estimator == label) & (table["dynamic sampling"] == dyn) & (table.quantity == "weight")]
+            ax.plot(w.p, w.value, style, c=f"C{i}", label=f"{label}{' + dynamic sampling' if dyn else ''}")
+        mc = table[(table.estimator == label) & (table.quantity == "MC weight")]
+        ax.errorbar(mc.p, mc.value, yerr=[mc.value - mc.low, mc.high - mc.value], fmt="o", c=f"C{i}", ms=3)
+    ax.set_yscale("log")
+    ax.set_xlabel("pass rate p")
+    ax.set_ylabel("effective weight w(p) (E[ĝ] = w·∇p)")
+    ax.set_title(f"K = {result.config.group_size}; dots: Monte Carlo (95% CI)", fontsize=9)
+    ax.legend(fontsize=6)
+    save(fig, path)

@@ -1,0 +1,181 @@
+"""Smooth Gradient Scaling: S(P) curves and what S does at realistic sequence lengths.
+
+S = 1 for A <= 0 and S = 1 − σ(k(P − τ)) for A > 0 (the seed; ``sims.objectives.sgs_scale``).
+
+1. Curves: S(P) on a grid of P for several k and τ from the torch code, against the symbolic
+   ``theory.sgs.scale_positive`` (the largest difference is reported), plus S for A < 0.
+2. Realistic lengths: per-token probabilities π_t ~ Beta(a, b) (mean a/(a+b), default 0.89, a
+   stand-in for an LLM's sampled-token probabilities), responses of L tokens, A = +1. For each
+   ``p_mode`` (sequence P = Π π_t, token P = π_t, geometric P = exp(mean log π_t)) the spread of
+   S across sequences (tokens for ``token``): mean, 5% and 95% quantiles.
+3. Stop-gradient: the symbolic sign of the extra gradient term without the stop-gradient
+   (``theory.sgs.extra_term_is_positive``) and the torch weights with and without it on one
+   positive-advantage token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sympy as sp
+import torch
+
+from sims._checks import require
+from sims.experiments._common import Result, figure, save, seeded
+from sims.objectives import P_MODES, SgsCispoConfig, sgs_scale
+from theory import sgs as theory_sgs
+
+NAME = "sgs"
+TITLE = "Smooth Gradient Scaling: S(P) and its size at realistic lengths"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Attributes:
+        ks, taus: the S(P) curves' k and τ.
+        n_points: P grid size.
+        lengths: L values of the realistic-length study.
+        n_sequences: sequences per L.
+        beta: (a, b) of the per-token probability distribution.
+        k, tau: SGS parameters of the realistic-length study and the stop-gradient check.
+    """
+
+    ks: tuple[float, ...] = (1.0, 5.0, 10.0, 50.0)
+    taus: tuple[float, ...] = (0.3, 0.5, 0.7)
+    n_points: int = 201
+    lengths: tuple[int, ...] = (1, 10, 100, 1000, 8000)
+    n_sequences: int = 2000
+    beta: tuple[float, float] = (8.0, 1.0)
+    k: float = 10.0
+    tau: float = 0.5
+
+    def __post_init__(self) -> None:
+        require(self.n_points >= 3, "n_points", self.n_points, ">= 3")
+        require(self.n_sequences >= 20, "n_sequences", self.n_sequences, ">= 20")
+        require(all(x > 0 for x in self.beta), "beta", self.beta, "two values > 0")
+        SgsCispoConfig(k=self.k, tau=self.tau)  # validates k and tau
+
+    @classmethod
+    def quick(cls) -> "Config":
+        return cls(lengths=(1, 10, 100, 1000), n_sequences=500)
+
+    @classmethod
+    def full(cls) -> "Config":
+        return cls(lengths=(1, 10, 100, 1000, 8000, 32000), n_sequences=2000)
+
+    @classmethod
+    def tiny(cls) -> "Config":
+        return cls(ks=(10.0,), taus=(0.5,), n_points=11, lengths=(1, 100), n_sequences=20)
+
+
+def _curve_rows(config: Config) -> tuple[list[dict[str, Any]], float]:
+    p = torch.linspace(1e-6, 1.0, config.n_points, dtype=torch.float64)
+    logp = p.log()[:, None]
+    ones = torch.ones_like(logp)
+    rows, max_diff = [], 0.0
+    for k in config.ks:
+        for tau in config.taus:
+            s_pos = sgs_scale(logp, ones, ones, k=k, tau=tau, p_mode="token")[:, 0]
+            s_neg = sgs_scale(logp, -ones, ones, k=k, tau=tau, p_mode="token")[:, 0]
+            sym = sp.lambdify(theory_sgs.P, theory_sgs.scale_positive(theory_sgs.P, sp.nsimplify(k), sp.nsimplify(tau)))
+            ref = np.array([float(sym(float(x))) for x in p])
+            max_diff = max(max_diff, float(np.abs(s_pos.numpy() - ref).max()))
+            for sign, s in (("A>0", s_pos), ("A<0", s_neg)):
+                rows += [{"part": "curve", "k": k, "tau": tau, "sign": sign, "P": float(x), "S": float(v)}
+                         for x, v in zip(p, s)]
+    return rows, max_diff
+
+
+def _length_rows(config: Config, seed: int) -> list[dict[str, Any]]:
+    rows = []
+    beta = torch.distributions.Beta(*(torch.tensor(x, dtype=torch.float64) for x in config.beta))
+    for length in config.lengths:
+        gen = seeded(seed, length)
+        u = torch.rand(config.n_sequences, length, generator=gen, dtype=torch.float64)
+        # inverse-CDF draws through scipy keep the generator explicit
+        from scipy import stats
+
+        probs = torch.from_numpy(stats.beta.ppf(u.numpy(), *config.beta)).clamp_min(1e-300)
+        logp = probs.log()
+        ones = torch.ones_like(logp)
+        for mode in P_MODES:
+            s = sgs_scale(logp, ones, ones, k=config.k, tau=config.tau, p_mode=mode)
+            vals = (s[:, 0] if mode != "token" else s.reshape(-1)).numpy()
+            rows.append({"part": "lengths", "L": length, "p_mode": mode, "mean S": float(vals.mean()),
+                         "q05": float(np.quantile(vals, 0.05)), "q95": float(np.quantile(vals, 0.95)),
+                         "spread": float(np.quantile(vals, 0.95) - np.quantile(vals, 0.05))})
+    del beta
+    return rows
+
+
+def _stop_gradient(config: Config) -> dict[str, Any]:
+    from sims.objectives import sgs_cispo
+
+    out: dict[str, Any] = {}
+    logp0 = torch.log(torch.tensor([[0.3, 0.6]], dtype=torch.float64))
+    adv = torch.ones_like(logp0)
+    mask = torch.ones_like(logp0)
+    for mode in P_MODES:
+        weights = {}
+        for sg in (True, False):
+            x = logp0.clone().requires_grad_(True)
+            cfg = SgsCispoConfig(k=config.k, tau=config.tau, p_mode=mode, stop_grad_s=sg, agg="seq-mean-token-sum")
+            loss, _ = sgs_cispo(x, logp0, adv, mask, config=cfg)
+            (g,) = torch.autograd.grad(loss, x)
+            weights[sg] = (-g).reshape(-1).tolist()
+        out[mode] = {"torch_extra_term": [a - b for a, b in zip(weights[False], weights[True])],
+                     "symbolic_extra_term_positive": bool(theory_sgs.extra_term_is_positive(mode))}
+    return out
+
+
+def run(config: Config, *, seed: int = 0, device: str = "cpu") -> Result:
+    """Table: part (curve / lengths) with the curve points and the per-length spread of S."""
+    curve_rows, max_diff = _curve_rows(config)
+    length_rows = _length_rows(config, seed)
+    table = pd.DataFrame(curve_rows + length_rows)
+    lengths = pd.DataFrame(length_rows)
+    curves = pd.DataFrame(curve_rows)
+    pos = curves[curves.sign == "A>0"]
+    monotone = all(np.all(np.diff(g.sort_values("P")["S"].to_numpy()) <= 0) for _, g in pos.groupby(["k", "tau"]))
+    lo, hi = theory_sgs.scale_range()
+    low_conf = {f"k={k:g}, tau={t:g}": float(hi.subs({theory_sgs.K: k, theory_sgs.TAU: t}))
+                for k in config.ks for t in config.taus}
+    summary = {
+        "torch_symbolic_max_diff": max_diff,
+        "negative_scale_is_one": bool((curves[curves.sign == "A<0"]["S"] == 1.0).all()),
+        "decreasing_in_P": bool(monotone),
+        "S_at_P0_by_k_tau": low_conf,  # sup of S: what a zero-confidence positive sample gets
+        "spread_by_mode_and_length": {f"{r['p_mode']}, L={r['L']}": r["spread"] for r in length_rows},
+        "mean_by_mode_and_length": {f"{r['p_mode']}, L={r['L']}": r["mean S"] for r in length_rows},
+        "longest": max(config.lengths),
+        "k": config.k, "tau": config.tau,
+        "stop_gradient": _stop_gradient(config),
+    }
+    del lengths
+    return Result(NAME, config, table, summary)
+
+
+def plot(result: Result, path) -> None:
+    """S(P) per (k, τ); S's 5–95% band versus length per p_mode."""
+    table = result.table
+    fig, (ax_c, ax_l) = figure(2, width=5.0)
+    curves = table[(table.part == "curve") & (table.sign == "A>0")]
+    for (k, tau), g in curves.groupby(["k", "tau"]):
+        ax_c.plot(g.P, g.S, label=f"k={k:g}, τ={tau:g}")
+    ax_c.set_xlabel("confidence P")
+    ax_c.set_ylabel("S (A > 0); S = 1 for A ≤ 0")
+    ax_c.legend(fontsize=5, ncol=2)
+    lengths = table[table.part == "lengths"]
+    for mode, g in lengths.groupby("p_mode"):
+        ax_l.plot(g.L, g["mean S"], "o-", label=mode)
+        ax_l.fill_between(g.L.astype(float), g.q05, g.q95, alpha=0.2)
+    ax_l.set_xscale("log")
+    ax_l.set_xlabel("response length L")
+    ax_l.set_ylabel("S, mean and 5–95% band")
+    cfg = result.config
+    ax_l.set_title(f"k={cfg.k:g}, τ={cfg.tau:g}, π_t ~ Beta{cfg.beta}", fontsize=8)
+    ax_l.legend(fontsize=6)
+    save(fig, path)

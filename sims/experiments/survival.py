@@ -1,0 +1,204 @@
+"""Gradient-survival maps: the per-token gradient weight w as a function of (ratio ρ, sign of A).
+
+For each objective in ``Config.objectives`` (PPO-clip, DAPO clip-higher, dual-clip PPO, CISPO,
+SAPO, SGS-CISPO) and a grid of ratios, one-token sequences with A = ±1 are fed to the registered
+torch objective and w = −∂loss/∂logp is read from autograd; the same points are evaluated from
+the symbolic derivation (``theory.weights.batch_weights``), and ``theory.regions`` gives the
+exact zero / bounded cells. The table holds both curves; the summary holds, per objective and
+sign, the fraction of the grid where the torch weight is exactly 0, the largest |w|/|A|, the
+symbolic cells' verdicts (zero somewhere, bounded everywhere) and the largest torch–symbolic
+difference.
+
+Clip reach (papers.md §1): a one-token bandit whose sampled action has π_old = ``reach_p0`` and
+A = +1, trained by gradient ascent on the PPO-clip surrogate with π_old fixed (one batch) stalls
+where the gradient becomes 0, at π_old·(1 + ε_high); with π_old refreshed every batch it keeps
+rising (``reach_batches`` batches).
+
+SGS-CISPO needs the token's probability: the old probability is ``Config.sgs_old_prob`` and
+π_θ = ρ·π_old (``p_mode="token"``), so ρ ranges up to 1/π_old.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sympy as sp
+import torch
+
+from sims._checks import require
+from sims.experiments._common import Estimate, Published, Result, figure, save
+from sims.objectives import CispoConfig, PpoClipConfig, SapoConfig, SgsCispoConfig
+from sims.registry import config_dict, get_objective
+from theory.regions import weight_regions
+from theory.weights import batch_weights
+
+NAME = "survival"
+TITLE = "Gradient-survival maps w(ρ, sign A)"
+
+_AGG = {"agg": "seq-mean-token-sum"}
+_AGG_FIELDS = ("agg", "max_len", "group_size")
+
+
+def default_objectives() -> tuple[tuple[str, str, Any], ...]:
+    """(label, registered objective, config) of the compared objectives."""
+    return (
+        ("PPO clip (0.2)", "ppo_clip", PpoClipConfig(eps_low=0.2, eps_high=0.2, **_AGG)),
+        ("DAPO clip-higher (0.2, 0.28)", "ppo_clip", PpoClipConfig(eps_low=0.2, eps_high=0.28, **_AGG)),
+        ("dual-clip PPO (c=3)", "ppo_clip", PpoClipConfig(eps_low=0.2, eps_high=0.2, dual_clip_c=3.0, **_AGG)),
+        ("CISPO (cap 1.28)", "cispo", CispoConfig.minimax_m1(0.28, **_AGG)),
+        ("SAPO", "sapo", SapoConfig(**_AGG)),
+        ("SGS-CISPO (token P, sg)", "sgs_cispo", SgsCispoConfig(eps_high=0.28, p_mode="token", **_AGG)),
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """Attributes:
+        n_ratios: grid points, log-spaced over [ratio_min, ratio_max].
+        ratio_min, ratio_max: the ratio range.
+        sgs_old_prob: π_old of the token for SGS-CISPO.
+        objectives: (label, objective, config) triples.
+    """
+
+    n_ratios: int = 401
+    ratio_min: float = 0.01
+    ratio_max: float = 100.0
+    sgs_old_prob: float = 0.005
+    reach_p0: float = 0.01
+    reach_batches: int = 10
+    objectives: tuple[tuple[str, str, Any], ...] = field(default_factory=default_objectives)
+
+    def __post_init__(self) -> None:
+        require(self.n_ratios >= 3, "n_ratios", self.n_ratios, ">= 3")
+        require(0 < self.ratio_min < 1 < self.ratio_max, "ratio_min/ratio_max",
+                (self.ratio_min, self.ratio_max), "0 < ratio_min < 1 < ratio_max")
+        require(0 < self.sgs_old_prob < 1 / self.ratio_max, "sgs_old_prob", self.sgs_old_prob,
+                f"0 < p < 1/ratio_max = {1 / self.ratio_max:g} (so π_θ = ρ·p < 1)")
+
+    @classmethod
+    def quick(cls) -> "Config":
+        return cls(n_ratios=201)
+
+    @classmethod
+    def full(cls) -> "Config":
+        return cls(n_ratios=801)
+
+    @classmethod
+    def tiny(cls) -> "Config":
+        return cls(n_ratios=21)
+
+
+def _inputs(config: Config):
+    ratio = torch.logspace(math.log10(config.ratio_min), math.log10(config.ratio_max), config.n_ratios,
+                           dtype=torch.float64)
+    ratio = torch.cat([ratio, ratio])
+    adv = torch.cat([torch.ones(config.n_ratios), -torch.ones(config.n_ratios)]).to(torch.float64)
+    old = torch.full_like(ratio, math.log(config.sgs_old_prob))
+    return ratio, adv, old[:, None], (old + ratio.log())[:, None], adv[:, None], torch.ones_like(adv)[:, None]
+
+
+def torch_weights(objective: str, cfg: Any, logp, old_logp, adv, mask) -> torch.Tensor:
+    """w = −∂loss/∂logp of the registered objective, per token (seq-mean-token-sum ⇒ ×B)."""
+    x = logp.clone().requires_grad_(True)
+    loss, _ = get_objective(objective).loss_fn(x, old_logp, adv, mask, config=cfg)
+    (grad,) = torch.autograd.grad(loss, x)
+    return -grad[:, 0] * x.shape[0]
+
+
+def _regions(objective: str, cfg: Any, old_logp: float):
+    entry = get_objective(objective).theory
+    params = {k: v for k, v in config_dict(cfg).items() if k not in _AGG_FIELDS}
+    extra = {sp.Symbol("lold1", negative=True): sp.nsimplify(old_logp)} if objective == "sgs_cispo" else None
+    return weight_regions(entry, params, extra)
+
+
+def clip_reach(eps_high: float, p0: float, n_batches: int, *, steps: int = 300, lr: float = 0.002) -> list[float]:
+    """π_θ(a) after each batch of ``steps`` gradient-ascent steps on ppo_clip (A = +1, π_old
+    refreshed between batches); the bandit has two actions, logits are the parameters."""
+    from sims.objectives import ppo_clip
+
+    z = torch.tensor([math.log(p0), math.log(1 - p0)], dtype=torch.float64, requires_grad=True)
+    cfg = PpoClipConfig(eps_low=0.2, eps_high=eps_high, agg="seq-mean-token-sum")
+    one = torch.ones(1, 1, dtype=torch.float64)
+    out = []
+    for _ in range(n_batches):
+        old = torch.log_softmax(z.detach(), -1)[0].reshape(1, 1)
+        for _ in range(steps):
+            logp = torch.log_softmax(z, -1)[0].reshape(1, 1)
+            loss, _ = ppo_clip(logp, old, one, one, config=cfg)
+            (g,) = torch.autograd.grad(loss, z)
+            with torch.no_grad():
+                z -= lr * g
+        out.append(float(torch.softmax(z.detach(), -1)[0]))
+    return out
+
+
+def run(config: Config, *, seed: int = 0, device: str = "cpu") -> Result:
+    """Table: objective, sign, ratio, torch weight, symbolic weight (w/|A|). Deterministic."""
+    ratio, adv_vec, old, logp, adv, mask = _inputs(config)
+    frames, summary = [], {}
+    for label, objective, cfg in config.objectives:
+        w_torch = torch_weights(objective, cfg, logp, old, adv, mask).numpy()
+        w_sym = batch_weights(get_objective(objective).theory, logp.numpy(), old.numpy(), adv.numpy(),
+                              mask.numpy(), cfg)[:, 0] * len(adv_vec)  # the same ×B as torch
+        frames.append(pd.DataFrame({"objective": label, "sign": np.where(adv_vec > 0, "A>0", "A<0"),
+                                    "ratio": ratio.numpy(), "w_torch": w_torch, "w_symbolic": w_sym}))
+        table = _regions(objective, cfg, math.log(config.sgs_old_prob))
+        per_sign = {}
+        for sign, name in ((1, "A>0"), (-1, "A<0")):
+            sel = adv_vec.numpy() == sign
+            zero = w_torch[sel] == 0
+            cells = [r for r in table if r.sign == sign]
+            per_sign[name] = {
+                "zero_fraction": float(zero.mean()),
+                # exactly 0 in torch where the symbolic weight is not (float64 underflow, e.g.
+                # SAPO's σ(1−σ) far from ρ = 1)
+                "numerical_zero_fraction": float((zero & (w_sym[sel] != 0)).mean()),
+                "zero_ratio_range": ([float(ratio[sel][zero].min()), float(ratio[sel][zero].max())]
+                                     if zero.any() else None),
+                "max_abs_weight": float(np.abs(w_torch[sel]).max()),
+                "symbolic_zero_cells": [f"({sp.sstr(r.lo)}, {sp.sstr(r.hi)})" for r in cells if r.zero],
+                "symbolic_bounded": all(r.bounded for r in cells),
+            }
+        summary[label] = {"objective": objective, "config": config_dict(cfg),
+                          "max_torch_symbolic_diff": float(np.abs(w_torch - w_sym).max()), **per_sign}
+    reach = {eps: clip_reach(eps, config.reach_p0, config.reach_batches) for eps in (0.2, 0.28)}
+    summary["clip_reach"] = {"p0": config.reach_p0, "one_batch": {f"{e:g}": r[0] for e, r in reach.items()},
+                             "after_batches": {f"{e:g}": r[-1] for e, r in reach.items()},
+                             "n_batches": config.reach_batches}
+    src = "research/papers.md §1 (DAPO clip-higher reach from π_old = 0.01)"
+    published = [Published(f"reachable π in one batch, ε_high = {e:g}", src, pub, Estimate.exact(reach[e][0]), 2e-4)
+                 for e, pub in ((0.2, 0.012), (0.28, 0.0128))]
+    return Result(NAME, config, pd.concat(frames, ignore_index=True), summary, published)
+
+
+def plot(result: Result, path) -> None:
+    """One panel per objective: w/|A| for A > 0 and A < 0 versus ρ, symbolic line, torch dots."""
+    table = result.table
+    labels = list(dict.fromkeys(table.objective))
+    fig, axes = figure(len(labels), width=2.9, height=2.8)
+    for ax, label in zip(axes, labels):
+        sub = table[table.objective == label]
+        for sign, colour in (("A>0", "C0"), ("A<0", "C3")):
+            s = sub[sub.sign == sign]
+            ax.plot(s.ratio, s.w_symbolic.abs(), "-", c=colour, lw=1.2, label=f"symbolic, {sign}")
+            ax.plot(s.ratio[::10], s.w_torch.abs()[::10], ".", c=colour, ms=3, label=f"torch, {sign}")
+        ax.set_xscale("log")
+        ax.set_yscale("symlog", linthresh=1e-2)
+        ax.set_xlabel("ratio ρ")
+        ax.set_title(label, fontsize=8)
+    axes[0].set_ylabel("|w| / |A|")
+    axes[0].legend(fontsize=5)
+    save(fig, path)
+
+
+def with_objective(config: Config, label: str, objective: str, objective_config: Any) -> Config:
+    """``config`` with the objective ``label`` replaced."""
+    objs = tuple((lab, objective, objective_config) if lab == label else (lab, o, c)
+                 for lab, o, c in config.objectives)
+    return dataclasses.replace(config, objectives=objs)
