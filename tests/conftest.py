@@ -29,3 +29,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def tiny_experiments():
+    """Every experiment run once on its ``tiny`` sweep (seed 0), shared by the experiment,
+    ledger and report tests."""
+    from sims.report import run_experiments
+
+    return run_experiments("tiny", seed=0)

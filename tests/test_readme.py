@@ -16,7 +16,8 @@ from sims.kl import KLConfig
 from sims.registry import OBJECTIVES
 from tests.batches import make_batch
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
 GLOSSARY = README[README.index("## Glossary"):]
 CODE_NAMES = set(re.findall(r"`([^`]+)`", GLOSSARY))
 
@@ -48,7 +49,17 @@ def test_quick_start_has_two_commands():
     block = README.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     commands = [line for line in block.strip().splitlines() if line.strip()]
     assert len(commands) == 2
-    assert "pgverify" in commands[0] and commands[1].split("#")[0].strip() == "python -m pytest"
+    assert "pgverify report" in commands[0] and commands[1].split("#")[0].strip() == "python -m pytest"
+
+
+def test_readme_verdict_table_matches_the_committed_report():
+    """The README quotes the committed report's verdicts; they must not drift apart."""
+    import json
+
+    ledger = json.loads((ROOT / "reports" / "claims.json").read_text())
+    section = README.split("## The report and the claims ledger", 1)[1].split("\n## ", 1)[0]
+    for claim in ledger:
+        assert f"| {claim['id']} | {claim['verdict']} |" in section, claim["id"]
 
 
 def test_engines_example_runs_and_its_mc_bias_covers_the_exact_bias():
