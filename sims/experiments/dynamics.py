@@ -34,7 +34,7 @@ from policies.tabular import TabularPolicy
 from policies.tasks import TokenCount, calibrate
 from sims._checks import require
 from sims.algorithms import ALGORITHMS, Algorithm, algorithm_loss
-from sims.experiments._common import Estimate, Result, figure, mean_interval, save, seeded
+from sims.experiments._common import Result, mean_interval, save, seeded
 from sims.objectives import P_MODES
 
 NAME = "dynamics"
@@ -233,9 +233,4 @@ def plot(result: Result, path) -> None:
             ax.set_title(f"{task}: {metric}", fontsize=8)
             ax.set_xlabel("step", fontsize=7)
     axes[0][0].legend(fontsize=5)
-    from sims.experiments._common import save as _save
-
-    _save(fig, path)
-
-
-__all__ = ["Config", "run", "plot", "algorithms", "Estimate"]
+    save(fig, path)

@@ -38,7 +38,7 @@ from sims.algorithms import ALGORITHMS, algorithm_loss
 from sims.exact import exact_group_estimator_mean, exact_objective
 from sims.experiments._common import Estimate, Published, Result, figure, normal_interval, save, seeded
 from sims.montecarlo import MCConfig, mc_gradient
-from sims.objectives import PpoClipConfig
+from sims.objectives import PpoClipConfig, ppo_clip
 
 NAME = "length_bias"
 TITLE = "Length bias of the aggregations (reward independent of length)"
@@ -144,16 +144,10 @@ def toy_population_update(q: float, p_c: float, p_w: float, *, std: bool, agg: s
     adv = (reward - q) / (math.sqrt(q * (1 - q)) if std else 1.0)
     x = logp.clone().requires_grad_(True)
     cfg = PpoClipConfig(agg=agg, max_len=3 if agg == "seq-mean-token-sum-norm" else None)
-    loss, _ = ppo_clip_loss(x, logp, adv[:, None] * mask, mask, cfg)
+    loss, _ = ppo_clip(x, logp, adv[:, None] * mask, mask, config=cfg)
     (grad,) = torch.autograd.grad(loss, x)
     w = -grad * 4
     return (prob[:, None] * torch.einsum("nt,ntk->nk", w, score)).sum(0).numpy()
-
-
-def ppo_clip_loss(logp, old_logp, adv, mask, cfg):
-    from sims.objectives import ppo_clip
-
-    return ppo_clip(logp, old_logp, adv, mask, config=cfg)
 
 
 def _larger(config: Config, seed: int, device: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import sympy as sp
 import torch
+from scipy import stats
 
 from sims._checks import require
 from sims.experiments._common import Result, figure, save, seeded
@@ -91,13 +92,10 @@ def _curve_rows(config: Config) -> tuple[list[dict[str, Any]], float]:
 
 def _length_rows(config: Config, seed: int) -> list[dict[str, Any]]:
     rows = []
-    beta = torch.distributions.Beta(*(torch.tensor(x, dtype=torch.float64) for x in config.beta))
     for length in config.lengths:
         gen = seeded(seed, length)
         u = torch.rand(config.n_sequences, length, generator=gen, dtype=torch.float64)
-        # inverse-CDF draws through scipy keep the generator explicit
-        from scipy import stats
-
+        # Beta draws by scipy's inverse CDF of torch uniforms keep the generator explicit
         probs = torch.from_numpy(stats.beta.ppf(u.numpy(), *config.beta)).clamp_min(1e-300)
         logp = probs.log()
         ones = torch.ones_like(logp)
@@ -107,7 +105,6 @@ def _length_rows(config: Config, seed: int) -> list[dict[str, Any]]:
             rows.append({"part": "lengths", "L": length, "p_mode": mode, "mean S": float(vals.mean()),
                          "q05": float(np.quantile(vals, 0.05)), "q95": float(np.quantile(vals, 0.95)),
                          "spread": float(np.quantile(vals, 0.95) - np.quantile(vals, 0.05))})
-    del beta
     return rows
 
 
@@ -136,7 +133,6 @@ def run(config: Config, *, seed: int = 0, device: str = "cpu") -> Result:
     curve_rows, max_diff = _curve_rows(config)
     length_rows = _length_rows(config, seed)
     table = pd.DataFrame(curve_rows + length_rows)
-    lengths = pd.DataFrame(length_rows)
     curves = pd.DataFrame(curve_rows)
     pos = curves[curves.sign == "A>0"]
     monotone = all(np.all(np.diff(g.sort_values("P")["S"].to_numpy()) <= 0) for _, g in pos.groupby(["k", "tau"]))
@@ -154,7 +150,6 @@ def run(config: Config, *, seed: int = 0, device: str = "cpu") -> Result:
         "k": config.k, "tau": config.tau,
         "stop_gradient": _stop_gradient(config),
     }
-    del lengths
     return Result(NAME, config, table, summary)
 
 
