@@ -119,9 +119,9 @@ def _cmd_claims(args: argparse.Namespace) -> int:
     for c in ledger:
         sys.stdout.write(f"{c.id}  {c.verdict:<12} {c.claim}\n{'':18}{c.summary}\n")
     if args.json:
-        from sims.report import _jsonable
+        from sims.report import jsonable
 
-        _write_json_atomic(args.json, [_jsonable(c.as_dict()) for c in ledger])
+        _write_json_atomic(args.json, [jsonable(c.as_dict()) for c in ledger])
     return 0
 
 

@@ -57,15 +57,17 @@ def run_experiments(scale: str, *, seed: int = 0, device: str = "cpu", names=Non
     return out
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
+    """``x`` as JSON-ready data: Estimates and dataclasses as dicts, numpy scalars as Python
+    numbers, non-finite floats as strings."""
     if isinstance(x, Estimate):
         return x.as_dict()
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return {f.name: _jsonable(getattr(x, f.name)) for f in dataclasses.fields(x)}
+        return {f.name: jsonable(getattr(x, f.name)) for f in dataclasses.fields(x)}
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, (np.floating, np.integer)):
         return x.item()
     if isinstance(x, float) and not np.isfinite(x):
@@ -106,7 +108,7 @@ def provenance(scale: str, seed: int, device: str, results: dict[str, Result], s
                      "sympy": sympy.__version__, "pandas": pandas.__version__, "matplotlib": matplotlib.__version__},
         "confidence_level": LEVEL,
         "seconds": round(seconds, 1),
-        "configs": {name: _jsonable(res.config) for name, res in results.items()},
+        "configs": {name: jsonable(res.config) for name, res in results.items()},
     }
 
 
@@ -155,7 +157,7 @@ def render_markdown(results: dict[str, Result], ledger: list[ClaimVerdict], pubs
         doc = (module.__doc__ or "").strip().split("\n\n")
         out += [f"### {module.TITLE}", "", " ".join(doc[0].split()), "",
                 f"![{name}]({name}.png)", "", f"Data: [{name}.csv]({name}.csv). Summary:", "", "```",
-                json.dumps(_jsonable(res.summary), indent=1, ensure_ascii=False)[:6000], "```", ""]
+                json.dumps(jsonable(res.summary), indent=1, ensure_ascii=False)[:6000], "```", ""]
     return "\n".join(out)
 
 
@@ -172,8 +174,8 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, Result], *, scal
         for name, res in results.items():
             res.table.to_csv(tmp / f"{name}.csv", index=False)
             EXPERIMENTS[name].plot(res, tmp / f"{name}.png")
-        (tmp / "claims.json").write_text(json.dumps([_jsonable(c.as_dict()) for c in ledger], indent=1, ensure_ascii=False))
-        (tmp / "published.json").write_text(json.dumps(_jsonable(pubs), indent=1, ensure_ascii=False))
+        (tmp / "claims.json").write_text(json.dumps([jsonable(c.as_dict()) for c in ledger], indent=1, ensure_ascii=False))
+        (tmp / "published.json").write_text(json.dumps(jsonable(pubs), indent=1, ensure_ascii=False))
         (tmp / "provenance.json").write_text(json.dumps(prov, indent=1, ensure_ascii=False))
         (tmp / "REPORT.md").write_text(render_markdown(results, ledger, pubs, prov))
         if before_swap is not None:

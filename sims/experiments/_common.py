@@ -22,7 +22,11 @@ import pandas as pd
 import torch
 from scipy import stats
 
+from sims._checks import require
+from sims.montecarlo import MCConfig
+
 LEVEL = 0.95  # confidence level of every interval in the report
+MC_BATCHES = 20  # batch means behind every Monte Carlo interval (MCConfig.n_batches)
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,18 @@ def variance_interval(x, level: float = LEVEL) -> Estimate:
     s2 = float(d @ d / (n - 1))
     m4 = float(np.mean(d ** 4))
     return normal_interval(s2, math.sqrt(max(m4 - s2 * s2, 0.0) / n), level)
+
+
+def check_replicas(n_replicas: Any) -> None:
+    """A config's Monte Carlo replica count: a multiple of ``MC_BATCHES`` with >= 2 per batch."""
+    require(isinstance(n_replicas, int) and n_replicas >= 2 * MC_BATCHES and n_replicas % MC_BATCHES == 0,
+            "n_replicas", n_replicas, f"a multiple of {MC_BATCHES}, >= {2 * MC_BATCHES}")
+
+
+def mc_config(n_replicas: int, *, group_size: int, seed: int) -> MCConfig:
+    """The ``MCConfig`` of one prompt per replica, as every experiment runs the MC engine."""
+    return MCConfig(n_replicas=n_replicas, n_groups=1, group_size=group_size, n_batches=MC_BATCHES,
+                    chunk=min(2_000, n_replicas // MC_BATCHES), level=LEVEL, seed=seed)
 
 
 def seeded(seed: int, offset: int) -> torch.Generator:

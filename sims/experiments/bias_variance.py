@@ -36,8 +36,9 @@ from policies.tabular import TabularPolicy
 from policies.tasks import TokenCount
 from sims._checks import require
 from sims.exact import exact_estimator_mean, exact_objective
-from sims.experiments._common import Estimate, Result, figure, mean_interval, save, seeded, variance_interval
-from sims.montecarlo import MCConfig, mc_gradient
+from sims.experiments._common import (Estimate, Result, check_replicas, figure, mc_config, mean_interval, save, seeded,
+                                      variance_interval)
+from sims.montecarlo import mc_gradient
 from sims.objectives import CispoConfig, GspoConfig, ReinforceConfig, SeqIsConfig
 
 NAME = "bias_variance"
@@ -84,8 +85,7 @@ class Config:
         require(self.kl > 0, "kl", self.kl, "kl > 0")
         require(len(self.horizons) >= 2 and all(t >= 1 for t in self.horizons), "horizons",
                 self.horizons, "at least two T >= 1")
-        require(self.n_replicas >= 40 and self.n_replicas % 20 == 0, "n_replicas", self.n_replicas,
-                "a multiple of 20, >= 40")
+        check_replicas(self.n_replicas)
         require(self.n_ratio_samples >= 2, "n_ratio_samples", self.n_ratio_samples, ">= 2")
 
     @classmethod
@@ -132,8 +132,7 @@ def _gradient_rows(config: Config, seed: int, device: str) -> list[dict[str, Any
         for label, objective, cfg in config.estimators:
             exact = exact_estimator_mean(new, old, reward, objective, cfg)
             mc = mc_gradient(new, old, reward, objective, cfg, "raw", None,
-                             MCConfig(n_replicas=config.n_replicas, n_groups=1, group_size=1,
-                                      chunk=min(2_000, config.n_replicas // 20), seed=seed + t),
+                             mc_config(config.n_replicas, group_size=1, seed=seed + t),
                              truth=truth)
             bias = float((exact - truth).norm()) / scale
             on_policy = exact_estimator_mean(new, new, reward, objective, cfg)

@@ -31,9 +31,9 @@ from policies.tabular import TabularPolicy
 from policies.tasks import TokenCount
 from sims._checks import require
 from sims.advantages import NoConfig, StdConfig
-from sims.experiments._common import Estimate, Published, Result, figure, save
+from sims.experiments._common import Estimate, Published, Result, check_replicas, figure, mc_config, normal_interval, save
 from sims.filters import DynamicSamplingConfig, dynamic_sampling
-from sims.montecarlo import MCConfig, mc_gradient
+from sims.montecarlo import mc_gradient
 from sims.objectives import ReinforceConfig
 from sims.registry import get_advantage
 
@@ -70,8 +70,7 @@ class Config:
         require(isinstance(self.group_size, int) and self.group_size >= 2, "group_size", self.group_size, "an int >= 2")
         require(all(0 < p < 1 for p in self.pass_rates) and len(self.pass_rates) >= 2, "pass_rates",
                 self.pass_rates, ">= 2 values in (0, 1)")
-        require(self.n_replicas >= 40 and self.n_replicas % 20 == 0, "n_replicas", self.n_replicas,
-                "a multiple of 20, >= 40")
+        check_replicas(self.n_replicas)
 
     @classmethod
     def quick(cls) -> "Config":
@@ -132,16 +131,14 @@ def _mc_rows(config: Config, seed: int) -> list[dict[str, Any]]:
         grad_p = torch.tensor([p * (1 - p), -p * (1 - p)], dtype=torch.float64)  # ∇p in the logits
         for label, adv, adv_cfg in ESTIMATORS:
             res = mc_gradient(policy, policy, reward, "reinforce", cfg, adv, adv_cfg,
-                              MCConfig(n_replicas=config.n_replicas, n_groups=1, group_size=config.group_size,
-                                       chunk=min(2_000, config.n_replicas // 20), seed=seed))
+                              mc_config(config.n_replicas, group_size=config.group_size, seed=seed))
             w = effective_weight(adv, adv_cfg, config.group_size, p, dynamic=False)
             exact = w * grad_p
             z = ((res.mean.reshape(-1) - exact).abs() / res.mean_se.reshape(-1).clamp_min(1e-300)).max()
-            est = res.mean.reshape(-1)[0] / grad_p[0]
-            se = res.mean_se.reshape(-1)[0] / grad_p[0]
+            est = normal_interval(float(res.mean.reshape(-1)[0] / grad_p[0]),
+                                  float(res.mean_se.reshape(-1)[0] / grad_p[0]))
             rows.append({"estimator": label, "p": p, "dynamic sampling": False, "quantity": "MC weight",
-                         "value": float(est), "low": float(est - 1.96 * se), "high": float(est + 1.96 * se),
-                         "max |z|": float(z)})
+                         "value": est.value, "low": est.low, "high": est.high, "max |z|": float(z)})
             v = res.var_trace
             rows.append({"estimator": label, "p": p, "dynamic sampling": False, "quantity": "MC variance trace",
                          "value": v.estimate, "low": v.low, "high": v.high})

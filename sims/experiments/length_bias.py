@@ -36,8 +36,9 @@ from sims._checks import require
 from sims.advantages import NoConfig, StdConfig
 from sims.algorithms import ALGORITHMS, algorithm_loss
 from sims.exact import exact_group_estimator_mean, exact_objective
-from sims.experiments._common import Estimate, Published, Result, figure, normal_interval, save, seeded
-from sims.montecarlo import MCConfig, mc_gradient
+from sims.experiments._common import (Estimate, Published, Result, check_replicas, figure, mc_config, normal_interval,
+                                      save, seeded)
+from sims.montecarlo import mc_gradient
 from sims.objectives import PpoClipConfig, ppo_clip
 
 NAME = "length_bias"
@@ -84,8 +85,7 @@ class Config:
                 "two probabilities in (0, 1)")
         require(all(isinstance(g, int) and 2 <= g <= 8 for g in self.group_sizes), "group_sizes",
                 self.group_sizes, "ints in [2, 8] (4^G groups are enumerated)")
-        require(self.n_replicas >= 40 and self.n_replicas % 20 == 0, "n_replicas", self.n_replicas,
-                "a multiple of 20, >= 40")
+        check_replicas(self.n_replicas)
 
     @classmethod
     def quick(cls) -> "Config":
@@ -178,8 +178,7 @@ def _larger(config: Config, seed: int, device: str) -> tuple[list[dict[str, Any]
     for label, agg in (("DAPO token-level (prompt-token-mean)", "prompt-token-mean"),):
         cfg = PpoClipConfig(agg=agg)
         res = mc_gradient(policy, policy, reward, "ppo_clip", cfg, "grpo", StdConfig(),
-                          MCConfig(n_replicas=config.n_replicas, n_groups=1, group_size=k,
-                                   chunk=min(2_000, config.n_replicas // 20), seed=seed))
+                          mc_config(config.n_replicas, group_size=k, seed=seed))
         mean, se = res.mean.reshape(-1), res.mean_se.reshape(-1)
         proj = float(mean @ unit)
         est = normal_interval(proj, float(unit.abs() @ se))
