@@ -1,0 +1,155 @@
+"""Contract checks: what every loss must do, whatever it computes (DESIGN.md, "User variant").
+
+1. It returns a finite floating 0-d tensor (or ``(loss, diagnostics)`` with a mapping of finite
+   values), and gradient reaches ``logp``.
+2. ``old_logp`` and ``adv`` are constants: the gradient with respect to each is exactly zero
+   (``None`` or all zeros) — a ratio that is not detached leaks gradient into ``old_logp``.
+3. It stays finite on extreme but valid inputs: ratios 1e-6 and 1e6, log-probs down to -300 per
+   token, every length 1..T in one batch, all single-token sequences, all advantages zero.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import Tensor
+
+from sims.check.inputs import DTYPE, Batch, Layout, VariantError, assemble, batches, evaluate, loss_of
+from sims.check.result import CheckResult, search
+
+__all__ = ["check_returns", "check_constants", "check_extremes", "extreme_batches"]
+
+
+def _diagnostics_problem(out: Any) -> str | None:
+    if not isinstance(out, tuple):
+        return None
+    diag = out[1]
+    if not isinstance(diag, Mapping):
+        return f"diagnostics are a {type(diag).__name__}; allowed: a mapping name -> number"
+    for key, value in diag.items():
+        try:
+            number = float(value.detach()) if isinstance(value, Tensor) else float(value)
+        except (TypeError, ValueError, RuntimeError):
+            return f"diagnostic {key!r} is {type(value).__name__}, not a number (a 0-d tensor or float)"
+        if not math.isfinite(number):
+            return f"diagnostic {key!r} = {number} is not finite"
+    return None
+
+
+def _returns_problem(fn: Callable[..., Any], b: Batch) -> str | None:
+    logp = b.logp.clone().requires_grad_(True)
+    try:
+        out = fn(logp, b.old_logp.clone(), b.adv.clone(), b.mask.clone())
+        loss = loss_of(out)
+    except VariantError as exc:
+        return str(exc)
+    except Exception as exc:  # the variant's own failure
+        return f"raised {type(exc).__name__}: {exc}"
+    if not math.isfinite(float(loss.detach())):
+        return f"loss = {float(loss.detach())} is not finite"
+    if not loss.requires_grad:
+        return "the loss does not depend on logp (no gradient reaches it)"
+    return _diagnostics_problem(out)
+
+
+def check_returns(fn: Callable[..., Any], layout: Layout, *, examples: int, seed: int) -> CheckResult:
+    """Contract 1: a finite 0-d floating loss through which gradient reaches logp."""
+    found = search(batches(layout, per_token_adv=False), lambda b: _returns_problem(fn, b),
+                   examples=examples, seed=seed)
+    name = "contract: returns a finite 0-d loss that depends on logp"
+    if found.failed:
+        return CheckResult(name, "contract", False, f"{found.reason}\non the input\n{found.example.describe()}",
+                           {"reason": found.reason, "tried": found.tried})
+    return CheckResult(name, "contract", True, f"{found.tried} random batches: loss finite, 0-d, differentiable "
+                       "in logp; diagnostics (if any) finite", {"tried": found.tried})
+
+
+def _constants_problem(fn: Callable[..., Any], b: Batch) -> str | None:
+    logp = b.logp.clone().requires_grad_(True)
+    old = b.old_logp.clone().requires_grad_(True)
+    adv = b.adv.clone().requires_grad_(True)
+    try:
+        loss = loss_of(fn(logp, old, adv, b.mask.clone()))
+        if not loss.requires_grad:
+            return None  # reported by contract 1
+        grads = torch.autograd.grad(loss, (old, adv), allow_unused=True)
+    except VariantError as exc:
+        return str(exc)
+    except Exception as exc:
+        return f"raised {type(exc).__name__}: {exc}"
+    for name, g in zip(("old_logp", "adv"), grads):
+        if g is not None and bool((g != 0).any()):
+            idx = tuple((g != 0).nonzero()[0].tolist())
+            return (f"d loss / d {name} = {float(g[idx]):.6g} at index {idx} (must be exactly 0: "
+                    f"{name} is a constant; detach it)")
+    return None
+
+
+def check_constants(fn: Callable[..., Any], layout: Layout, *, examples: int, seed: int) -> CheckResult:
+    """Contract 2: the gradient with respect to old_logp and adv is exactly zero."""
+    found = search(batches(layout, per_token_adv=False), lambda b: _constants_problem(fn, b),
+                   examples=examples, seed=seed)
+    name = "contract: old_logp and adv are constants (zero gradient)"
+    if found.failed:
+        return CheckResult(name, "contract", False, f"{found.reason}\non the input\n{found.example.describe()}",
+                           {"reason": found.reason, "tried": found.tried})
+    return CheckResult(name, "contract", True, f"{found.tried} random batches: d loss/d old_logp = d loss/d adv = 0 "
+                       "exactly", {"tried": found.tried})
+
+
+def extreme_batches(layout: Layout) -> dict[str, Batch]:
+    """Named extreme but valid batches (width ``layout.max_width``; at least 2 groups of K rows,
+    and enough rows for every length 1..width)."""
+    k, width = layout.group_size, layout.max_width
+    b = k * max(2, -(-width // k))
+    full = [width] * b
+    gen = torch.Generator().manual_seed(12345)
+    base = -(0.01 + 5.99 * torch.rand(b, width, generator=gen, dtype=DTYPE))
+    signs = torch.where(torch.arange(b) % 2 == 0, 1.0, -1.0).to(DTYPE)
+    adv = (signs * (0.5 + torch.rand(b, generator=gen, dtype=DTYPE)))[:, None].expand(b, width)
+    big = math.log(1e6)
+    alternating = big * torch.where((torch.arange(width)[None, :] + torch.arange(b)[:, None]) % 2 == 0, 1.0, -1.0)
+
+    def with_ratio(log_ratio: Tensor | float, lengths: list[int], a: Tensor = adv, bottom: Tensor = base) -> Batch:
+        d = torch.as_tensor(log_ratio, dtype=DTYPE).expand(b, width)
+        return assemble(bottom + d.clamp(max=0), bottom - d.clamp(min=0), a, lengths, k)
+
+    return {
+        "all ratios 1e6": with_ratio(big, full),
+        "all ratios 1e-6": with_ratio(-big, full),
+        "ratios alternating 1e-6 / 1e6": with_ratio(alternating, full),
+        "log-probs -300 per token, ratios 1e6": with_ratio(big, full, bottom=torch.full_like(base, -300.0)),
+        f"every length 1..{width} in one batch": with_ratio(0.3, [1 + i % width for i in range(b)]),
+        "single-token sequences": with_ratio(alternating, [1] * b),
+        "all advantages zero": with_ratio(0.3, full, a=torch.zeros_like(adv)),
+        "equal advantages within each group": with_ratio(0.3, full, a=torch.ones_like(adv)),
+    }
+
+
+def check_extremes(fn: Callable[..., Any], layout: Layout) -> CheckResult:
+    """Contract 3: loss, weights and diagnostics stay finite on ``extreme_batches``."""
+    failures: dict[str, str] = {}
+    for label, b in extreme_batches(layout).items():
+        problem = _returns_problem(fn, b)
+        if problem is None:
+            try:
+                _, w = evaluate(fn, b)
+            except VariantError as exc:
+                problem = str(exc)
+            else:
+                if not bool(torch.isfinite(w).all()):
+                    bad = tuple((~torch.isfinite(w)).nonzero()[0].tolist())
+                    problem = f"gradient weight {float(w[bad])} at index {bad} is not finite"
+        if problem is not None:
+            failures[label] = problem
+    name = "contract: finite on extreme valid inputs"
+    n = len(extreme_batches(layout))
+    if failures:
+        detail = "\n".join(f"{label}: {why}" for label, why in failures.items())
+        return CheckResult(name, "contract", False, f"{len(failures)} of {n} extreme batches fail:\n{detail}",
+                           {"failures": failures})
+    return CheckResult(name, "contract", True, f"{n} extreme batches (ratios 1e-6..1e6, log-probs -300, lengths "
+                       f"1..{layout.max_width}, single tokens, zero or equal advantages): loss, weights and "
+                       "diagnostics finite", {"cases": list(extreme_batches(layout))})

@@ -1,0 +1,338 @@
+r"""The property battery: what any policy-gradient loss should satisfy, with no spec needed.
+
+Pass/fail properties (random batches, Hypothesis-shrunk counterexamples; invariances hold to
+``PROP_RTOL`` = 1e-9 relative, i.e. float64 summation order only):
+
+* **padding invariance** — extra padding columns and new filler values on padding change neither
+  the loss nor the weights of valid tokens, and padding gets weight 0;
+* **batch-permutation invariance** — reordering the groups, and the rows within each group,
+  permutes the weights and keeps the loss;
+* **group locality** — changing the advantages of other groups leaves a group's weights alone
+  (a loss that re-normalises advantages over the batch fails);
+* **zero advantage, zero weight** — a sequence with A = 0 gets weight 0 (a penalty term
+  hidden in the loss fails);
+* **advantage scale equivariance** — w(cA) = c·w(A) for c > 0;
+* **on-policy reduction to REINFORCE** — at ρ = 1, w_it = s_it·A_it with s_it > 0 finite.
+
+Characterisations (``profile`` entries; they describe and never fail):
+
+* the on-policy scale s_it: which registered aggregation's normaliser ``token_weights`` it equals
+  (exactly, or up to a constant κ), hence its length pattern (1/|o_i| = length bias); whether it
+  differs between A > 0 and A < 0;
+* how the weights change when the batch is duplicated (mean-like, or growing with the
+  micro-batch size).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from hypothesis import strategies as st
+from torch import Tensor
+
+from sims.aggregation import AGGREGATIONS, token_weights
+from sims.check.inputs import DTYPE, Batch, Layout, VariantError, assemble, batches, evaluate, rows
+from sims.check.result import CheckResult, max_mismatch, search
+
+__all__ = ["PROP_RTOL", "PROPERTIES", "pattern_batches", "scale_pattern", "batch_scaling"]
+
+PROP_RTOL = 1e-9
+ZERO_RTOL = 1e-12
+TINY_ADV = 1e-150  # |A| below this is treated as 0 (its weight may underflow)
+
+
+def _compare(label: str, actual: Tensor, expected: Tensor, mask: Tensor, rtol: float = PROP_RTOL) -> str | None:
+    err, scale = max_mismatch(actual, expected, mask)
+    if err <= rtol * scale:
+        return None
+    return (f"{label}: max difference {err:.3g} > {rtol:g} x {scale:.3g}\n"
+            f"  before: {rows(expected, mask)}\n  after:  {rows(actual, mask)}")
+
+
+def _loss_differs(a: float, b: float, rtol: float = PROP_RTOL) -> str | None:
+    if abs(a - b) <= rtol * max(abs(a), abs(b), 1e-300) or (a == b):
+        return None
+    return f"loss changes from {a:.10g} to {b:.10g}"
+
+
+# ----------------------------------------------------------------------------- padding
+
+
+def _pad(b: Batch, extra: int, filler: float) -> Batch:
+    """``extra`` more padding columns, and ``filler`` in every padded logp/old_logp/adv entry."""
+    n = b.logp.shape[0]
+
+    def widen(x: Tensor) -> Tensor:
+        return torch.cat([x, torch.zeros(n, extra, dtype=x.dtype)], dim=1)
+
+    mask = widen(b.mask)
+    pad = mask == 0
+    fill = lambda x, v: torch.where(pad, torch.full_like(x, v), x)  # noqa: E731
+    return Batch(fill(widen(b.logp), filler), fill(widen(b.old_logp), -filler / 2),
+                 fill(widen(b.adv), 3.0 - filler), mask, b.group_size)
+
+
+def _padding_failure(fn, case) -> str | None:
+    b, extra, filler = case
+    loss, w = evaluate(fn, b)
+    padded = _pad(b, extra, filler)
+    loss2, w2 = evaluate(fn, padded)
+    width = b.logp.shape[1]
+    problem = _loss_differs(loss, loss2) or _compare("valid-token weights", w2[:, :width], w, b.mask)
+    if problem:
+        return problem
+    pad_w = float((w2 * (1 - padded.mask)).abs().max())
+    if pad_w > ZERO_RTOL * max(float(w.abs().max()), 1e-300):
+        return f"padding gets weight {pad_w:.3g} (must be 0)"
+    return None
+
+
+def check_padding(fn, layout: Layout, *, examples: int, seed: int) -> CheckResult:
+    strategy = st.tuples(batches(layout, per_token_adv=False), st.integers(1, 3), st.floats(-9.0, 9.0))
+    return _property("padding invariance", fn, strategy, _padding_failure, examples, seed,
+                     lambda c: f"{c[0].describe()}\nwith {c[1]} extra padding column(s), filler {c[2]:.6g}",
+                     "extra padding columns and arbitrary filler values on padding change neither the loss "
+                     "nor any valid token's weight; padding gets weight 0")
+
+
+# ----------------------------------------------------------------------------- permutation
+
+
+def _permutation(b: Batch, seed: int) -> Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    k, g = b.group_size, b.n_groups
+    order = torch.randperm(g, generator=gen)
+    return torch.cat([order[j] * k + torch.randperm(k, generator=gen) for j in range(g)])
+
+
+def _permutation_failure(fn, case) -> str | None:
+    b, perm_seed = case
+    perm = _permutation(b, perm_seed)
+    loss, w = evaluate(fn, b)
+    shuffled = Batch(b.logp[perm], b.old_logp[perm], b.adv[perm], b.mask[perm], b.group_size)
+    loss2, w2 = evaluate(fn, shuffled)
+    return _loss_differs(loss, loss2) or _compare("weights (permuted back)", w2, w[perm], shuffled.mask)
+
+
+def check_permutation(fn, layout: Layout, *, examples: int, seed: int) -> CheckResult:
+    strategy = st.tuples(batches(layout, per_token_adv=False), st.integers(0, 2**31 - 1))
+    return _property("batch-permutation invariance", fn, strategy, _permutation_failure, examples, seed,
+                     lambda c: f"{c[0].describe()}\nrow order {_permutation(c[0], c[1]).tolist()}",
+                     "reordering the groups and the rows within each group permutes the weights and keeps "
+                     "the loss")
+
+
+# ----------------------------------------------------------------------------- group locality
+
+
+def _locality_failure(fn, case) -> str | None:
+    b, factor, shift = case
+    k = b.group_size
+    _, w = evaluate(fn, b)
+    adv = b.adv.clone()
+    adv[k:] = (adv[k:] * factor + shift) * b.mask[k:]
+    _, w2 = evaluate(fn, b.with_(adv=adv))
+    return _compare("group 0's weights after changing the other groups' advantages", w2[:k], w[:k], b.mask[:k])
+
+
+def check_locality(fn, layout: Layout, *, examples: int, seed: int) -> CheckResult:
+    if layout.max_groups < 2:
+        return CheckResult("group locality", "property", True, "not testable with one group per batch "
+                           "(max_groups = 1)")
+    strategy = st.tuples(batches(layout, per_token_adv=False, min_groups=2), st.floats(0.1, 10.0),
+                         st.floats(-3.0, 3.0))
+    return _property("group locality", fn, strategy, _locality_failure, examples, seed,
+                     lambda c: f"{c[0].describe()}\nother groups' advantages -> A x {c[1]:.6g} + {c[2]:.6g}",
+                     "changing other groups' advantages leaves a group's weights unchanged (the loss does "
+                     "not re-normalise advantages across prompts)")
+
+
+# ----------------------------------------------------------------------------- zero advantage
+
+
+def _zero_adv_failure(fn, case) -> str | None:
+    b, chosen = case
+    zero_rows = torch.tensor([i for i, z in enumerate(chosen[: b.logp.shape[0]]) if z] or [0])
+    adv = b.adv.clone()
+    adv[zero_rows] = 0.0
+    _, w = evaluate(fn, b.with_(adv=adv))
+    others = torch.ones(w.shape[0], dtype=torch.bool)
+    others[zero_rows] = False
+    scale = float(w[others].abs().max()) if bool(others.any()) else 0.0
+    leaked = float(w[zero_rows].abs().max())
+    if leaked > ZERO_RTOL * scale:  # scale 0 (every row has A = 0): any weight leaks
+        return (f"rows {zero_rows.tolist()} have A = 0 but weights {rows(w[zero_rows], b.mask[zero_rows])} "
+                "(a term that does not depend on A: a KL or entropy penalty inside the loss?)")
+    return None
+
+
+def check_zero_advantage(fn, layout: Layout, *, examples: int, seed: int) -> CheckResult:
+    strategy = st.tuples(batches(layout, per_token_adv=False),
+                         st.lists(st.booleans(), min_size=layout.group_size * layout.max_groups,
+                                  max_size=layout.group_size * layout.max_groups))
+    return _property("zero advantage, zero weight", fn, strategy, _zero_adv_failure, examples, seed,
+                     lambda c: c[0].describe(), "sequences with A = 0 get weight 0, at any ratio")
+
+
+# ----------------------------------------------------------------------------- scale equivariance
+
+
+def _scale_failure(fn, case) -> str | None:
+    b, c = case
+    _, w = evaluate(fn, b)
+    _, w2 = evaluate(fn, b.with_(adv=b.adv * c))
+    return _compare(f"w(A x {c:.6g}) against {c:.6g} x w(A)", w2, c * w, b.mask)
+
+
+def check_scale(fn, layout: Layout, *, examples: int, seed: int) -> CheckResult:
+    strategy = st.tuples(batches(layout, per_token_adv=False), st.floats(0.1, 10.0))
+    return _property("advantage scale equivariance", fn, strategy, _scale_failure, examples, seed,
+                     lambda c: f"{c[0].describe()}\nscale c = {c[1]:.6g}", "w(cA) = c·w(A) for c in [0.1, 10]")
+
+
+# ----------------------------------------------------------------------------- REINFORCE
+
+
+def _reinforce_failure(fn, b: Batch) -> str | None:
+    _, w = evaluate(fn, b)
+    active = (b.mask > 0) & (b.adv.abs() > TINY_ADV)
+    s = w / torch.where(active, b.adv, torch.ones_like(b.adv))
+    bad = active & ~((s > 0) & torch.isfinite(s))
+    if bool(bad.any()):
+        i, t = bad.nonzero()[0].tolist()
+        return (f"token ({i}, {t}) has A = {float(b.adv[i, t]):.6g} but w = {float(w[i, t]):.6g}: the on-policy "
+                f"weight is not a positive multiple of A\nw = {rows(w, b.mask)}")
+    return None
+
+
+def check_reinforce(fn, layout: Layout, *, examples: int, seed: int) -> CheckResult:
+    return _property("on-policy reduction to REINFORCE", fn, batches(layout, per_token_adv=False, on_policy=True),
+                     _reinforce_failure, examples, seed, lambda b: b.describe(),
+                     "at ratio 1, w_it = s_it·A_it with s_it > 0 finite (a positively scaled REINFORCE)")
+
+
+def _property(name: str, fn, strategy, failure: Callable[[Any, Any], str | None], examples: int, seed: int,
+              show: Callable[[Any], str], claim: str) -> CheckResult:
+    def guarded(case):
+        try:
+            return failure(fn, case)
+        except VariantError as exc:
+            return str(exc)
+
+    found = search(strategy, guarded, examples=examples, seed=seed)
+    if found.failed:
+        return CheckResult(name, "property", False, f"{found.reason}\nsmallest failing input found (of "
+                           f"{found.tried} tried):\n{show(found.example)}", {"tried": found.tried,
+                                                                            "reason": found.reason})
+    return CheckResult(name, "property", True, f"{found.tried} random batches: {claim}", {"tried": found.tried})
+
+
+PROPERTIES = (check_padding, check_permutation, check_locality, check_zero_advantage, check_scale,
+              check_reinforce)
+"""The pass/fail properties, in the order of the report card. The last four assume a loss
+that multiplies advantages; they are skipped for a penalty spec (``kl``)."""
+
+
+# ----------------------------------------------------------------------------- characterisations
+
+
+def pattern_batches(layout: Layout) -> list[Batch]:
+    """On-policy batches with 1, 2 and 3 groups and varied lengths (they tell the aggregations
+    apart: token counts differ between sequences, groups and batches)."""
+    k, width = layout.group_size, max(layout.max_width, 3)
+    gen = torch.Generator().manual_seed(2024)
+    out = []
+    for g in range(1, 4):
+        b = g * k
+        lengths = [1 + (7 * i + 3 * g) % width for i in range(b)]
+        logp = -(0.05 + 3.0 * torch.rand(b, width, generator=gen, dtype=DTYPE))
+        sign = torch.tensor([1.0 if i % 2 == 0 else -1.0 for i in range(b)], dtype=DTYPE)
+        adv = (sign * (0.5 + 0.5 * (torch.arange(b) % 3)))[:, None].expand(b, width)
+        out.append(assemble(logp, logp.clone(), adv, lengths, k))
+    return out
+
+
+LENGTH_PATTERN = {
+    "token-mean": "1/N (N = valid tokens in the batch): every token weighs the same, so a long "
+                  "sequence weighs more in total (DAPO)",
+    "seq-mean-token-mean": "1/(B·|o_i|): each token of a long sequence weighs less — length bias "
+                           "(GRPO; the Dr.GRPO critique)",
+    "seq-mean-token-sum": "1/B: independent of length (REINFORCE)",
+    "prompt-token-mean": "1/(G·N_g) (N_g = valid tokens of the group): tokens weigh the same within a "
+                         "prompt (DAPO paper, eq. 8)",
+    "token-sum": "1: no normalisation; the gradient grows with the batch size",
+}
+
+
+def scale_pattern(fn, layout: Layout) -> list[CheckResult]:
+    """Profile: the on-policy per-token scale s = w/A, the aggregation it matches, sign symmetry."""
+    s_all, c_all, s_neg = [], {a: [] for a in AGGREGATIONS if a != "seq-mean-token-sum-norm"}, []
+    for b in pattern_batches(layout):
+        _, w = evaluate(fn, b)
+        _, w_neg = evaluate(fn, b.with_(adv=-b.adv))
+        valid = b.mask > 0
+        s_all.append((w / b.adv)[valid])
+        s_neg.append((w_neg / -b.adv)[valid])
+        for a in c_all:
+            c_all[a].append(token_weights(b.mask, agg=a, group_size=b.group_size)[valid])
+    s, s_n = torch.cat(s_all), torch.cat(s_neg)
+    out = []
+    if not bool(((s > 0) & torch.isfinite(s)).all()):
+        out.append(CheckResult("on-policy scale and aggregation", "profile", None,
+                               "the on-policy weight is not a positive multiple of A on every token; no "
+                               "aggregation is identified"))
+    else:
+        spreads = {}
+        for a, cs in c_all.items():
+            r = s / torch.cat(cs)
+            spreads[a] = (float(r.max() / r.min() - 1.0), float(r.mean()))
+        best = min(spreads, key=lambda a: spreads[a][0])
+        spread, kappa = spreads[best]
+        data = {"aggregation": None, "kappa": None, "closest": best, "spread": spread,
+                "scale_min": float(s.min()), "scale_max": float(s.max())}
+        if spread <= PROP_RTOL:
+            data.update(aggregation=best, kappa=kappa)
+            if abs(kappa - 1.0) <= 1e-9:
+                text = f"behaves like {best}: per-token scale {LENGTH_PATTERN[best]}"
+            else:
+                text = f"behaves like {best} x {kappa:.6g}: per-token scale {LENGTH_PATTERN[best]}, times {kappa:.6g}"
+                if best == "seq-mean-token-sum" and abs(1 / kappa - round(1 / kappa)) < 1e-6:
+                    text += f" (= seq-mean-token-sum-norm with max_len = {round(1 / kappa)}, Dr.GRPO)"
+        else:
+            text = (f"matches no registered aggregation: s / c_{best} (the closest) ranges over "
+                    f"[{float((s / torch.cat(c_all[best])).min()):.4g}, "
+                    f"{float((s / torch.cat(c_all[best])).max()):.4g}]; the per-token scale depends on more "
+                    "than lengths and batch shape")
+        out.append(CheckResult("on-policy scale and aggregation", "profile", None, text, data))
+    ratio = s / s_n
+    if bool(torch.isfinite(ratio).all()) and float((ratio - 1).abs().max()) <= PROP_RTOL:
+        sym = "the same for A > 0 and A < 0 (w(-A) = -w(A) on-policy)"
+    else:
+        sym = (f"differs between A > 0 and A < 0: s(A) / s(-A) ranges over "
+               f"[{float(ratio.min()):.4g}, {float(ratio.max()):.4g}] on the same tokens")
+    out.append(CheckResult("on-policy sign symmetry", "profile", None, f"the on-policy scale is {sym}",
+                           {"ratio_min": float(ratio.min()), "ratio_max": float(ratio.max())}))
+    return out
+
+
+def batch_scaling(fn, layout: Layout) -> CheckResult:
+    """Profile: how loss and weights change when the batch is duplicated (B -> 2B)."""
+    b = pattern_batches(layout)[1]
+    loss, w = evaluate(fn, b)
+    doubled = Batch(*(torch.cat([x, x]) for x in (b.logp, b.old_logp, b.adv, b.mask)), b.group_size)
+    loss2, w2 = evaluate(fn, doubled)
+    nz = (b.mask > 0) & (w != 0)
+    y = (w2[: b.logp.shape[0]][nz] / w[nz]) if bool(nz.any()) else torch.tensor([math.nan])
+    y_med = float(y.median())
+    if abs(y_med - 0.5) < 1e-6:
+        text = "each token's weight halves when the batch is duplicated: normalised by batch size (mean-like)"
+    elif abs(y_med - 1.0) < 1e-6:
+        text = ("each token's weight is unchanged when the batch is duplicated: the total gradient grows with "
+                "the (micro-)batch size (sum-like; verl #3741)")
+    else:
+        text = f"duplicating the batch multiplies each token's weight by {y_med:.6g}"
+    loss_ratio = loss2 / loss if loss != 0 else math.nan
+    return CheckResult("batch-size scaling", "profile", None, f"{text}; loss x {loss_ratio:.6g}",
+                       {"weight_factor": y_med, "loss_factor": loss_ratio})

@@ -1,0 +1,193 @@
+"""Planted-bug variants: each is a loss as a user might write it, with one real bug modelled on a
+report in ``shared/research/loss_zoo.md`` §5 (or a bug class named there). ``PLANTED`` says which
+spec (if any) each is checked against and which ``pgverify check`` result must flag it.
+
+Plain torch, no import from ``sims``: these are the harness's inputs, not its code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+
+def _token_mean(per_token, mask):
+    return (per_token * mask).sum() / mask.sum()
+
+
+def _seq_mean(x, mask):
+    return (x * mask).sum(-1) / mask.sum(-1)
+
+
+def _ppo_per_token(logp, old_logp, adv, eps_low=0.2, eps_high=0.2):
+    a = adv.detach()
+    ratio = torch.exp(logp - old_logp.detach())
+    return torch.maximum(-a * ratio, -a * ratio.clamp(1 - eps_low, 1 + eps_high))
+
+
+def drgrpo_sum_over_sequences(logp, old_logp, adv, mask, max_len=8):
+    """verl #3741: seq-mean-token-sum-norm summed over sequences and divided only by max_len, so
+    the gradient grows with the (micro-)batch size B."""
+    return (_ppo_per_token(logp, old_logp, adv) * mask).sum() / max_len
+
+
+def token_mean_per_microbatch(logp, old_logp, adv, mask, micro_batch_size=3):
+    """verl #5625: token-mean under gradient accumulation: each micro-batch normalised by its own
+    token count, then weighted by its share of the sequences — not the global token mean."""
+    per_token = _ppo_per_token(logp, old_logp, adv) * mask
+    n = logp.shape[0]
+    loss = 0.0
+    for start in range(0, n, micro_batch_size):
+        sl = slice(start, start + micro_batch_size)
+        rows = per_token[sl].shape[0]
+        loss = loss + per_token[sl].sum() / mask[sl].sum() * rows / n
+    return loss
+
+
+def gspo_token_mean_broadcast(logp, old_logp, adv, mask, eps_low=3e-4, eps_high=4e-4):
+    """TRL #3823: GSPO's (B, 1) sequence loss broadcast over the token mask and token-summed
+    (loss_type dapo/bnpo), so long sequences weigh more: GSPO becomes length-weighted."""
+    a = _seq_mean(adv.detach(), mask)
+    s = torch.exp(_seq_mean(logp - old_logp.detach(), mask))
+    per_seq = torch.maximum(-a * s, -a * s.clamp(1 - eps_low, 1 + eps_high))
+    return _token_mean(per_seq[:, None].expand_as(logp), mask)
+
+
+def cispo_cap_relative(logp, old_logp, adv, mask, epsilon_high=5.0):
+    """TRL's CISPO ``epsilon_high`` is an absolute cap on ρ (SkyRL #553/#1928: the [0, 5] range);
+    read as verl's relative 1 + eps it caps at 6 instead of 5."""
+    weight = torch.exp(logp - old_logp).clamp(max=1.0 + epsilon_high).detach()
+    return _token_mean(-weight * adv.detach() * logp, mask)
+
+
+def std_over_batch(logp, old_logp, adv, mask, group_size=4, eps=1e-4):
+    """TRL #3991: advantages re-standardised inside the loss "per group" but with the batch's
+    mean and std (``scale_rewards`` mix-up); then GRPO's clipped surrogate."""
+    a = _seq_mean(adv.detach(), mask)
+    a = ((a - a.mean()) / (a.std() + eps))[:, None].expand_as(logp)
+    per_token = _ppo_per_token(logp, old_logp, a)
+    return ((per_token * mask).sum(-1) / mask.sum(-1)).mean()
+
+
+def k3_plus_gradient_of_k3(logp, ref_logp, adv, mask):
+    """verl PR #2953 / #6058: "k3+" should take k3's value with k2's (unbiased) gradient through a
+    straight-through term; with the dispatch broken it is plain k3, whose gradient 1 - e^{-x} is
+    not the KL's."""
+    x = logp - ref_logp.detach()
+    return _token_mean(torch.expm1(-x) + x, mask)
+
+
+def sapo_seq_mean_times_dp(logp, old_logp, adv, mask, tau_pos=1.0, tau_neg=1.05, dp=2):
+    """verl PR #5798: the seq-mean denominator multiplied by dp instead of cancelling it, so the
+    SAPO loss (which hard-codes seq-mean-token-mean) is dp² too small."""
+    a = adv.detach()
+    tau = torch.where(a > 0, torch.full_like(a, tau_pos), torch.full_like(a, tau_neg))
+    ratio = torch.exp(logp - old_logp.detach())
+    per_token = -(4 / tau) * torch.sigmoid(tau * (ratio - 1)) * a
+    return ((per_token * mask).sum(-1) / mask.sum(-1)).sum() / (logp.shape[0] * dp * dp)
+
+
+def ppo_without_dual_clip(logp, old_logp, adv, mask, clip_ratio_c=3.0):
+    """verl #783: the PPO loss is unbounded for A < 0 as ρ grows; the dual-clip it claims
+    (``clip_ratio_c``) is never applied."""
+    return _token_mean(_ppo_per_token(logp, old_logp, adv), mask)
+
+
+def ppo_clip_ignores_sign(logp, old_logp, adv, mask, eps=0.2):
+    """TRL #3032: clipping treated as effective whatever the sign of A: -A·clip(ρ) alone drops the
+    gradient of A < 0 tokens with ρ > 1 + ε (PPO keeps it: the pessimistic side is unclipped)."""
+    ratio = torch.exp(logp - old_logp.detach())
+    return _token_mean(-adv.detach() * ratio.clamp(1 - eps, 1 + eps), mask)
+
+
+def seq_ratio_unmasked(logp, old_logp, adv, mask):
+    """Sequence IS with the log-ratio summed over the padded width (the mask forgotten in the
+    sum), so padding values change the ratio."""
+    log_r = (logp - old_logp.detach()).sum(-1)
+    return -(_seq_mean(adv.detach(), mask) * torch.exp(log_r)).mean()
+
+
+def cispo_ratio_not_detached(logp, old_logp, adv, mask, cap=5.0):
+    """CISPO without the stop-gradient on the clipped ratio: gradient leaks into old_logp (and the
+    weight gains a ρ·A·ℓ term)."""
+    weight = torch.exp(logp - old_logp).clamp(max=cap)
+    return _token_mean(-weight * adv.detach() * logp, mask)
+
+
+def seq_ratio_exp_of_sums(logp, old_logp, adv, mask):
+    """The sequence ratio as exp(Σℓ)/exp(Σℓ_old) instead of exp(Σ(ℓ - ℓ_old)): both underflow on
+    long or unlikely sequences and 0/0 gives NaN (NeMo-RL #2269, TRL #4772: "exploding" ratios)."""
+    r = torch.exp((logp * mask).sum(-1)) / torch.exp((old_logp.detach() * mask).sum(-1))
+    return -(_seq_mean(adv.detach(), mask) * r).mean()
+
+
+def k3_clamped(logp, ref_logp, adv, mask):
+    """verl #2928: k3 clamped to [-10, 10]; where k3 > 10 (ρ = π/π_ref < ~0.09) the gradient is
+    silently zero."""
+    x = logp - ref_logp.detach()
+    return _token_mean((torch.expm1(-x) + x).clamp(-10, 10), mask)
+
+
+def gspo_with_ppo_epsilon(logp, old_logp, adv, mask, eps=0.2):
+    """TRL #3834: GSPO run with PPO's ε = 0.2 instead of the paper's 3e-4 / 4e-4."""
+    a = _seq_mean(adv.detach(), mask)
+    s = torch.exp(_seq_mean(logp - old_logp.detach(), mask))
+    return torch.maximum(-a * s, -a * s.clamp(1 - eps, 1 + eps)).mean()
+
+
+def mis_token_level(logp, old_logp, adv, mask, threshold=2.0):
+    """TRL #4493: masked IS should drop a whole sequence when its ratio R exceeds the threshold
+    (``sequence_mask``); this masks token by token."""
+    rho = torch.exp(logp - old_logp).detach()
+    weight = torch.where(rho > threshold, torch.zeros_like(rho), rho)
+    return -(weight * adv.detach() * logp * mask).sum() / logp.shape[0]
+
+
+def token_mean_padded_width(logp, old_logp, adv, mask, eps=0.2):
+    """token-mean divided by B·T (every position, padding included) instead of the valid-token
+    count: the padded width changes the loss scale."""
+    return (_ppo_per_token(logp, old_logp, adv, eps, eps) * mask).sum() / mask.numel()
+
+
+@dataclass(frozen=True)
+class Planted:
+    """A planted bug, the spec it is checked against, and the check that must flag it."""
+
+    fn: Callable[..., Any]
+    source: str
+    flagged_by: str
+    spec: str | None = None
+    spec_params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__
+
+
+SPEC_WEIGHTS = "spec: gradient weights equal {}'s"
+SPEC_REGIONS = "spec: zero-weight regions and ratio bounds equal {}'s"
+
+PLANTED = (
+    Planted(drgrpo_sum_over_sequences, "verl #3741", SPEC_WEIGHTS, "ppo_clip",
+            {"agg": "seq-mean-token-sum-norm", "max_len": 8}),
+    Planted(token_mean_per_microbatch, "verl #5625", "batch-permutation invariance"),
+    Planted(gspo_token_mean_broadcast, "TRL #3823", SPEC_WEIGHTS, "gspo"),
+    Planted(cispo_cap_relative, "TRL cispo / SkyRL #553", SPEC_WEIGHTS, "cispo", {"eps_high": 4.0}),
+    Planted(std_over_batch, "TRL #3991", "group locality"),
+    Planted(k3_plus_gradient_of_k3, "verl PR #2953, #6058", SPEC_WEIGHTS, "kl", {"estimator": "k2"}),
+    Planted(sapo_seq_mean_times_dp, "verl PR #5798", SPEC_WEIGHTS, "sapo"),
+    Planted(ppo_without_dual_clip, "verl #783", SPEC_REGIONS, "ppo_clip", {"dual_clip_c": 3.0}),
+    Planted(ppo_clip_ignores_sign, "TRL #3032", SPEC_REGIONS, "ppo_clip"),
+    Planted(seq_ratio_unmasked, "mask omitted (class of verl #2776 / TRL #2995)", "padding invariance"),
+    Planted(cispo_ratio_not_detached, "CISPO's sg (MiniMax-M1 eq. 4)",
+            "contract: old_logp and adv are constants (zero gradient)"),
+    Planted(seq_ratio_exp_of_sums, "NeMo-RL #2269, TRL #4772", "contract: finite on extreme valid inputs"),
+    Planted(k3_clamped, "verl #2928", SPEC_REGIONS, "kl", {"estimator": "k3"}),
+    Planted(gspo_with_ppo_epsilon, "TRL #3834", SPEC_WEIGHTS, "gspo"),
+    Planted(mis_token_level, "TRL #4493", SPEC_WEIGHTS, "reinforce",
+            {"is_level": "sequence", "is_mode": "mask", "is_cap": 2.0}),
+    Planted(token_mean_padded_width, "normaliser over padded width", "padding invariance"),
+)
+"""``flagged_by`` is a check name; ``{}`` stands for the spec's name."""
