@@ -4,7 +4,8 @@
 KL estimator, group filter and algorithm with its parts and reference. ``pgverify claims [--quick]
 [--json FILE]`` runs the experiments and prints the claims ledger; ``pgverify report [--out DIR]
 [--quick] [--device D] [--seed S]`` writes the full report (``sims.report``); ``pgverify bench``
-measures the engines. Usage errors exit with code 2 and a message naming the problem.
+measures the engines; ``pgverify check TARGET [--spec NAME] ...`` regression-tests a loss
+(``sims.check``). Usage errors exit with code 2 and a message naming the problem.
 """
 
 from __future__ import annotations
@@ -165,6 +166,42 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(field: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{field} {text!r} is not an integer; allowed: an integer >= 1")
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{field} {value} is out of range; allowed: an integer >= 1")
+        return value
+    return parse
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from sims.check import Layout, UsageError, bind_params, load_target, make_spec, run_checks
+    from sims.check.target import parse_assignments
+
+    try:
+        spec_params = parse_assignments("--spec-param", args.spec_param)
+        params = parse_assignments("--param", args.param)
+        if spec_params and args.spec is None:
+            raise UsageError("--spec-param needs --spec NAME; allowed: --spec NAME --spec-param FIELD=VALUE")
+        spec = None if args.spec is None else make_spec(args.spec, spec_params, group_size=args.group_size)
+        fn = bind_params(load_target(args.target), params)
+    except UsageError as exc:
+        sys.stderr.write(f"pgverify check: error: {exc}\n")
+        return 2
+    kinds = ("contract", "spec", "property") if args.no_profile else ("contract", "spec", "property", "profile")
+    progress = (lambda step: sys.stderr.write(f"  {step}\n")) if args.verbose else None
+    report = run_checks(fn, target=args.target, spec=spec, layout=Layout(group_size=args.group_size),
+                        examples=args.examples, seed=args.seed, kinds=kinds, progress=progress)
+    sys.stdout.write(report.card())
+    if args.json:
+        _write_json_atomic(args.json, report.as_dict())
+    return 0 if report.passed else 1
+
+
 def _write_json_atomic(path: str, data: Any) -> None:
     """Write JSON to a temporary file beside ``path``, then rename: never a half-written file."""
     import os
@@ -209,6 +246,29 @@ def build_parser() -> argparse.ArgumentParser:
     p_report.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p_report.add_argument("--seed", type=_seed, default=0, help="base seed (default 0)")
     p_report.set_defaults(func=_cmd_report)
+    p_check = sub.add_parser(
+        "check", help="regression-test a loss fn(logp, old_logp, adv, mask): contract, spec, properties, profile",
+        description="Check a policy-gradient loss: the contract, its gradient weights against a spec "
+                    "(--spec), a property battery, and a profile (aggregation, zero-weight regions, exact "
+                    "bias and variance). Exit code 0 if every check passes, 1 if any fails, 2 for a usage error.")
+    p_check.add_argument("target", metavar="TARGET",
+                         help="path/to/file.py:function or package.module:function")
+    p_check.add_argument("--spec", metavar="NAME", help="compare with this registry objective (pgverify list), "
+                                                        "or 'kl' for a KL penalty term")
+    p_check.add_argument("--spec-param", action="append", metavar="NAME=VALUE",
+                         help="a field of the spec's config, e.g. eps_high=0.28 (repeatable)")
+    p_check.add_argument("--param", action="append", metavar="NAME=VALUE",
+                         help="a keyword setting of the target function (repeatable)")
+    p_check.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    p_check.add_argument("--group-size", type=_positive("--group-size"), default=4, metavar="K",
+                         help="rows per group (prompt) in the generated batches (default 4)")
+    p_check.add_argument("--examples", type=_positive("--examples"), default=100, metavar="N",
+                         help="random inputs per randomised check (default 100)")
+    p_check.add_argument("--seed", type=_seed, default=0, help="seed of the input search (default 0)")
+    p_check.add_argument("--no-profile", action="store_true",
+                         help="skip the profile (aggregation, regions, bias/variance table): faster")
+    p_check.add_argument("-v", "--verbose", action="store_true", help="print each step to stderr")
+    p_check.set_defaults(func=_cmd_check)
     return parser
 
 

@@ -69,3 +69,32 @@ def test_engines_example_runs_and_its_mc_bias_covers_the_exact_bias():
     exact_bias = float((scope["exact"] - scope["truth"]).norm())
     # the interval is at level 0.95: this fixed-seed case is inside it (checked, reproducible)
     assert scope["res"].bias_norm.low <= exact_bias <= scope["res"].bias_norm.high
+
+
+def test_readme_detection_table_matches_the_planted_zoo():
+    """The README's detection table lists every planted bug with the check that flags it
+    (``tests/sims/check/test_zoo.py`` runs them)."""
+    from tests.sims.check.planted import PLANTED
+
+    section = README.split("## Checking your own loss", 1)[1].split("\n## ", 1)[0]
+    table = section.split("| planted bug |", 1)[1].split("\n\n", 1)[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.strip().splitlines()[2:]]
+    expected = []
+    for v in PLANTED:
+        params = ", ".join(f"{k}={x}" for k, x in v.spec_params.items())
+        spec = "—" if v.spec is None else (f"{v.spec}({params})" if params else v.spec)
+        expected.append([f"`{v.name}`", v.source, spec, v.flagged_by.format(v.spec)])
+    assert rows == expected
+
+
+def test_readme_check_section_names_every_property_and_profile_entry():
+    from sims.check import run_checks
+    from tests.sims.check.correct import cispo
+
+    section = README.split("## Checking your own loss", 1)[1].split("\n## ", 1)[0]
+    report = run_checks(cispo, examples=3)
+    for r in report.results:
+        if r.kind in ("property", "profile"):
+            label = {"on-policy sign symmetry": "on-policy scale and aggregation",
+                     "bias and variance profile": "bias and variance"}.get(r.name, r.name)
+            assert f"| {label} |" in section, r.name

@@ -17,7 +17,7 @@ from sims.check.inputs import simpler
 __all__ = ["CheckResult", "Search", "search", "max_mismatch", "KINDS"]
 
 KINDS = ("contract", "spec", "property", "profile")
-SHRINK_BUDGET = 200
+SHRINK_BUDGET = 100
 SIMPLIFY_BUDGET = 60
 
 

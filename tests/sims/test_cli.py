@@ -1,4 +1,5 @@
-"""``pgverify list`` shows every registered part; usage errors exit with code 2."""
+"""``pgverify list`` shows every registered part; ``pgverify check`` exits 0/1/2 (pass, fail, usage error)
+with a card and JSON; usage errors exit with code 2."""
 
 from __future__ import annotations
 
@@ -72,3 +73,97 @@ def test_real_quick_bench_produces_every_key():
                 "gru_engine_seq_per_s", "peak_rss_mb"):
         assert result[key] > 0, key
     assert (result["device"], result["T"], result["V"]) == ("cpu", 64, 32)
+
+
+# ----------------------------------------------------------------------------- pgverify check
+
+VARIANTS = '''
+import torch
+
+def cispo(logp, old_logp, adv, mask, cap=5.0):
+    weight = torch.exp(logp - old_logp).clamp(max=cap).detach()
+    return (-weight * adv.detach() * logp * mask).sum() / mask.sum()
+
+def cispo_with_diagnostics(logp, old_logp, adv, mask):
+    return cispo(logp, old_logp, adv, mask), {"mean_ratio": torch.exp(logp - old_logp).mean()}
+
+def not_detached(logp, old_logp, adv, mask):
+    weight = torch.exp(logp - old_logp).clamp(max=5.0)
+    return (-weight * adv * logp * mask).sum() / mask.sum()
+
+def two_args(logp, old_logp):
+    return logp.sum()
+
+NOT_CALLABLE = 3
+'''
+FAST = ["--examples", "10", "--no-profile"]
+
+
+@pytest.fixture
+def variants(tmp_path):
+    path = tmp_path / "variants.py"
+    path.write_text(VARIANTS)
+    return str(path)
+
+
+def test_check_passes_a_correct_loss_and_writes_json(variants, tmp_path, capsys):
+    out_json = tmp_path / "check.json"
+    code = main(["check", f"{variants}:cispo", "--spec", "cispo", "--param", "cap=5", "--json", str(out_json), *FAST])
+    out = capsys.readouterr().out
+    assert code == 0 and "PASSED: all 11 checks passed" in out
+    doc = json.loads(out_json.read_text())
+    assert doc["passed"] is True and len(doc["checks"]) == 11
+    assert all(set(c) >= {"name", "passed", "detail"} and c["passed"] is True for c in doc["checks"])
+    assert doc["spec"].startswith("cispo(") and doc["settings"]["examples"] == 10
+    assert not list(tmp_path.glob(".pgverify-*"))  # the temporary file was renamed
+    assert main(["check", f"{variants}:cispo_with_diagnostics", "--spec", "cispo", *FAST]) == 0
+
+
+def test_check_exits_1_when_a_check_fails(variants, capsys):
+    assert main(["check", f"{variants}:not_detached", *FAST]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  contract: old_logp and adv are constants" in out and "FAILED: " in out
+
+
+def test_check_with_a_spec_mismatch_shows_expected_and_actual_weights(variants, capsys):
+    assert main(["check", f"{variants}:cispo", "--spec", "cispo", "--spec-param", "eps_high=1.0", *FAST]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  spec: gradient weights equal cispo's" in out
+    assert "expected w = " in out and "actual   w = " in out and "smallest failing input found" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{dir}/missing.py:f"], "does not exist"),
+    (["{file}:NOT_CALLABLE"], "is a int, not callable"),
+    (["{file}:absent"], "has no attribute 'absent'"),
+    (["{file}:two_args"], "wrong signature"),
+    (["{file}:cispo", "--spec", "cispoo"], "--spec 'cispoo' is unknown; allowed: reinforce"),
+    (["{file}:cispo", "--spec", "cispo", "--spec-param", "eps=1"], "--spec-param 'eps' is not a field"),
+    (["{file}:cispo", "--param", "tau=1"], "--param 'tau' is not a parameter of cispo"),
+    (["{file}:cispo", "--spec-param", "eps_high=1"], "--spec-param needs --spec NAME"),
+    (["{file}:cispo", "--param", "cap"], "--param 'cap' is not name=value"),
+])
+def test_check_usage_errors_exit_2_with_a_message(variants, tmp_path, capsys, args, message):
+    argv = ["check", *(a.format(dir=tmp_path, file=variants) for a in args), *FAST]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pgverify check: error: ") and message in err
+
+
+@pytest.mark.parametrize("args", [["{file}:cispo", "--examples", "0"], ["{file}:cispo", "--group-size", "x"]])
+def test_check_bad_numbers_exit_2(variants, capsys, args):
+    with pytest.raises(SystemExit) as exc:
+        main(["check", *(a.format(file=variants) for a in args)])
+    assert exc.value.code == 2
+
+
+def test_check_console_entry_point_exit_codes(variants):
+    import subprocess
+    import sys
+
+    run = lambda *a: subprocess.run([sys.executable, "-m", "sims", "check", *a, *FAST],  # noqa: E731
+                                    capture_output=True, text=True)
+    assert run(f"{variants}:cispo").returncode == 0
+    assert run(f"{variants}:not_detached").returncode == 1
+    missing = run("nowhere.py:f")
+    assert missing.returncode == 2 and "nowhere.py" in missing.stderr
