@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from sims.check.inputs import DTYPE, Batch, Layout, VariantError, assemble, batches, evaluate, loss_of
-from sims.check.result import CheckResult, search
+from sims.check.result import CheckResult, randomised_check
 
 __all__ = ["check_returns", "check_constants", "check_extremes", "extreme_batches"]
 
@@ -56,14 +56,10 @@ def _returns_problem(fn: Callable[..., Any], b: Batch) -> str | None:
 
 def check_returns(fn: Callable[..., Any], layout: Layout, *, examples: int, seed: int) -> CheckResult:
     """Contract 1: a finite 0-d floating loss through which gradient reaches logp."""
-    found = search(batches(layout, per_token_adv=False), lambda b: _returns_problem(fn, b),
-                   examples=examples, seed=seed)
-    name = "contract: returns a finite 0-d loss that depends on logp"
-    if found.failed:
-        return CheckResult(name, "contract", False, f"{found.reason}\non the input\n{found.example.describe()}",
-                           {"reason": found.reason, "tried": found.tried})
-    return CheckResult(name, "contract", True, f"{found.tried} random batches: loss finite, 0-d, differentiable "
-                       "in logp; diagnostics (if any) finite", {"tried": found.tried})
+    return randomised_check("contract: returns a finite 0-d loss that depends on logp", "contract",
+                            batches(layout, per_token_adv=False), lambda b: _returns_problem(fn, b),
+                            examples=examples, seed=seed,
+                            claim="loss finite, 0-d, differentiable in logp; diagnostics (if any) finite")
 
 
 def _constants_problem(fn: Callable[..., Any], b: Batch) -> str | None:
@@ -89,14 +85,9 @@ def _constants_problem(fn: Callable[..., Any], b: Batch) -> str | None:
 
 def check_constants(fn: Callable[..., Any], layout: Layout, *, examples: int, seed: int) -> CheckResult:
     """Contract 2: the gradient with respect to old_logp and adv is exactly zero."""
-    found = search(batches(layout, per_token_adv=False), lambda b: _constants_problem(fn, b),
-                   examples=examples, seed=seed)
-    name = "contract: old_logp and adv are constants (zero gradient)"
-    if found.failed:
-        return CheckResult(name, "contract", False, f"{found.reason}\non the input\n{found.example.describe()}",
-                           {"reason": found.reason, "tried": found.tried})
-    return CheckResult(name, "contract", True, f"{found.tried} random batches: d loss/d old_logp = d loss/d adv = 0 "
-                       "exactly", {"tried": found.tried})
+    return randomised_check("contract: old_logp and adv are constants (zero gradient)", "contract",
+                            batches(layout, per_token_adv=False), lambda b: _constants_problem(fn, b),
+                            examples=examples, seed=seed, claim="d loss/d old_logp = d loss/d adv = 0 exactly")
 
 
 def extreme_batches(layout: Layout) -> dict[str, Batch]:

@@ -33,8 +33,8 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from sims.aggregation import AGGREGATIONS, token_weights
-from sims.check.inputs import DTYPE, Batch, Layout, VariantError, assemble, batches, evaluate, rows
-from sims.check.result import CheckResult, max_mismatch, search
+from sims.check.inputs import DTYPE, Batch, Layout, assemble, batches, evaluate, rows
+from sims.check.result import CheckResult, max_mismatch, randomised_check
 
 __all__ = ["PROP_RTOL", "PROPERTIES", "pattern_batches", "scale_pattern", "batch_scaling"]
 
@@ -215,18 +215,8 @@ def check_reinforce(fn, layout: Layout, *, examples: int, seed: int) -> CheckRes
 
 def _property(name: str, fn, strategy, failure: Callable[[Any, Any], str | None], examples: int, seed: int,
               show: Callable[[Any], str], claim: str) -> CheckResult:
-    def guarded(case):
-        try:
-            return failure(fn, case)
-        except VariantError as exc:
-            return str(exc)
-
-    found = search(strategy, guarded, examples=examples, seed=seed)
-    if found.failed:
-        return CheckResult(name, "property", False, f"{found.reason}\nsmallest failing input found (of "
-                           f"{found.tried} tried):\n{show(found.example)}", {"tried": found.tried,
-                                                                            "reason": found.reason})
-    return CheckResult(name, "property", True, f"{found.tried} random batches: {claim}", {"tried": found.tried})
+    return randomised_check(name, "property", strategy, lambda case: failure(fn, case), examples=examples,
+                            seed=seed, claim=claim, show=show)
 
 
 PROPERTIES = (check_padding, check_permutation, check_locality, check_zero_advantage, check_scale,

@@ -12,9 +12,9 @@ from hypothesis.errors import NoSuchExample
 from hypothesis.strategies import SearchStrategy
 from torch import Tensor
 
-from sims.check.inputs import simpler
+from sims.check.inputs import VariantError, simpler
 
-__all__ = ["CheckResult", "Search", "search", "max_mismatch", "KINDS"]
+__all__ = ["CheckResult", "Search", "search", "randomised_check", "max_mismatch", "KINDS"]
 
 KINDS = ("contract", "spec", "property", "profile")
 SHRINK_BUDGET = 100
@@ -119,6 +119,25 @@ def _simplify(example: Any, failure: Callable[[Any], str | None], simplify: Call
         else:
             return example
     return example
+
+
+def randomised_check(name: str, kind: str, strategy: SearchStrategy, failure: Callable[[Any], str | None], *,
+                     examples: int, seed: int, claim: str,
+                     show: Callable[[Any], str] = lambda b: b.describe()) -> CheckResult:
+    """A pass/fail check by ``search``: passes with ``claim`` when no input fails; else fails with
+    the reason and the smallest failing input, shown by ``show``. A ``VariantError`` (the loss
+    raised or returned a non-loss) counts as a failure with its message."""
+    def guarded(case: Any) -> str | None:
+        try:
+            return failure(case)
+        except VariantError as exc:
+            return str(exc)
+
+    found = search(strategy, guarded, examples=examples, seed=seed)
+    if found.failed:
+        return CheckResult(name, kind, False, f"{found.reason}\nsmallest failing input found (of {found.tried} "
+                           f"tried):\n{show(found.example)}", {"tried": found.tried, "reason": found.reason})
+    return CheckResult(name, kind, True, f"{found.tried} random batches: {claim}", {"tried": found.tried})
 
 
 class _BudgetSpent(BaseException):
