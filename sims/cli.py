@@ -14,7 +14,7 @@ import argparse
 import dataclasses
 import json
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from sims.algorithms import ALGORITHMS, describe
 from sims.registry import ADVANTAGES, AGGREGATIONS, GROUP_FILTERS, KL_ESTIMATORS, OBJECTIVES, config_dict
@@ -140,14 +140,23 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seed {text!r} is not an integer; allowed: an integer in [0, 2**31)")
-    if not 0 <= value < 2 ** 31:
-        raise argparse.ArgumentTypeError(f"seed {value} is out of range; allowed: an integer in [0, 2**31)")
-    return value
+def _int_option(field: str, low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an int in [low, high) (no upper bound when ``high`` is None); anything
+    else is a usage error naming ``field``, the value and what is allowed."""
+    allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high})"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{field} {text!r} is not an integer; allowed: {allowed}")
+        if value < low or (high is not None and value >= high):
+            raise argparse.ArgumentTypeError(f"{field} {value} is out of range; allowed: {allowed}")
+        return value
+    return parse
+
+
+_seed = _int_option("seed", 0, 2 ** 31)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -164,18 +173,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         _write_json_atomic(args.json, result)
     return 0
-
-
-def _positive(field: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{field} {text!r} is not an integer; allowed: an integer >= 1")
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{field} {value} is out of range; allowed: an integer >= 1")
-        return value
-    return parse
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -260,9 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_check.add_argument("--param", action="append", metavar="NAME=VALUE",
                          help="a keyword setting of the target function (repeatable)")
     p_check.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
-    p_check.add_argument("--group-size", type=_positive("--group-size"), default=4, metavar="K",
+    p_check.add_argument("--group-size", type=_int_option("--group-size", 1), default=4, metavar="K",
                          help="rows per group (prompt) in the generated batches (default 4)")
-    p_check.add_argument("--examples", type=_positive("--examples"), default=100, metavar="N",
+    p_check.add_argument("--examples", type=_int_option("--examples", 1), default=100, metavar="N",
                          help="random inputs per randomised check (default 100)")
     p_check.add_argument("--seed", type=_seed, default=0, help="seed of the input search (default 0)")
     p_check.add_argument("--no-profile", action="store_true",

@@ -26,7 +26,7 @@ from sims.check.result import KINDS
 from sims.check.runner import DEFAULT_EXAMPLES, CheckReport, run_checks
 from sims.check.spec_check import SPEC_RTOL
 from sims.check.specs import make_spec
-from sims.check.target import bind_params
+from sims.check.target import bind_params, callable_name
 
 __all__ = ["check", "assert_matches_spec", "assert_passes"]
 
@@ -50,8 +50,7 @@ def check(fn: Callable[..., Any], spec: str | None = None, *, spec_params: Mappi
     """
     bound = bind_params(fn, params)
     made = None if spec is None else make_spec(spec, spec_params, group_size=group_size)
-    name = getattr(fn, "__qualname__", None) or repr(fn)
-    return run_checks(bound, target=name, spec=made, layout=Layout(group_size=group_size),
+    return run_checks(bound, target=callable_name(fn), spec=made, layout=Layout(group_size=group_size),
                       examples=examples, seed=seed, rtol=rtol, kinds=kinds)
 
 

@@ -112,7 +112,7 @@ def run_checks(fn: Callable[..., Any], *, target: str = "<callable>", spec: Spec
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         raise ValueError(f"kinds={unknown!r} is invalid; allowed: a subset of {', '.join(KINDS)}")
-    if "spec" in kinds and spec is None and set(kinds) == {"spec"}:
+    if set(kinds) == {"spec"} and spec is None:
         raise ValueError("kinds=('spec',) needs a spec; allowed: spec=make_spec(...) or other kinds")
     start = time.perf_counter()
     say = progress or (lambda _msg: None)

@@ -19,7 +19,7 @@ import os
 import sys
 from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["UsageError", "load_target", "bind_params", "parse_assignments", "parse_value"]
+__all__ = ["UsageError", "load_target", "bind_params", "parse_assignments", "parse_value", "callable_name"]
 
 POSITIONAL = ("logp", "old_logp", "adv", "mask")
 
@@ -125,9 +125,9 @@ def bind_params(fn: Callable[..., Any], params: Mapping[str, Any] | None = None)
                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         unknown = [k for k in params if k not in sig.parameters]
         if unknown and not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
-            raise UsageError(f"--param {unknown[0]!r} is not a parameter of {_name(fn)}{sig}; allowed: "
+            raise UsageError(f"--param {unknown[0]!r} is not a parameter of {callable_name(fn)}{sig}; allowed: "
                              + (", ".join(allowed) or "none")) from exc
-        raise UsageError(f"{_name(fn)}{sig} has the wrong signature ({exc}); allowed: "
+        raise UsageError(f"{callable_name(fn)}{sig} has the wrong signature ({exc}); allowed: "
                          "fn(logp, old_logp, adv, mask, **settings)") from exc
     for key, value in list(params.items()):
         default = sig.parameters[key].default if key in sig.parameters else inspect.Parameter.empty
@@ -136,5 +136,6 @@ def bind_params(fn: Callable[..., Any], params: Mapping[str, Any] | None = None)
     return functools.partial(fn, **params) if params else fn
 
 
-def _name(fn: Callable[..., Any]) -> str:
+def callable_name(fn: Callable[..., Any]) -> str:
+    """How ``fn`` is shown in messages: its qualified name, else its name, else its repr."""
     return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
