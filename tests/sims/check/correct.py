@@ -41,22 +41,25 @@ def seq_is(logp, old_logp, adv, mask):
     return -(_seq_mean(adv.detach(), mask) * torch.exp(log_r)).mean()
 
 
-def ppo_clip(logp, old_logp, adv, mask, eps_low=0.2, eps_high=0.2, dual_clip_c=None):
-    """PPO (Schulman 2017, eq. 7), token-mean (verl), optional dual-clip for A < 0."""
+def _ppo_per_token(logp, old_logp, adv, eps_low=0.2, eps_high=0.2):
+    """PPO's clipped token loss max(-A·ρ, -A·clip(ρ, 1 - eps_low, 1 + eps_high)), [B, T]."""
     a = adv.detach()
     ratio = torch.exp(logp - old_logp.detach())
-    per_token = torch.maximum(-a * ratio, -a * ratio.clamp(1 - eps_low, 1 + eps_high))
+    return torch.maximum(-a * ratio, -a * ratio.clamp(1 - eps_low, 1 + eps_high))
+
+
+def ppo_clip(logp, old_logp, adv, mask, eps_low=0.2, eps_high=0.2, dual_clip_c=None):
+    """PPO (Schulman 2017, eq. 7), token-mean (verl), optional dual-clip for A < 0."""
+    per_token = _ppo_per_token(logp, old_logp, adv, eps_low, eps_high)
     if dual_clip_c is not None:
+        a = adv.detach()
         per_token = torch.where(a < 0, torch.minimum(per_token, -dual_clip_c * a), per_token)
     return _token_mean(per_token, mask)
 
 
 def dr_grpo(logp, old_logp, adv, mask, max_len=8):
     """Dr.GRPO (Liu et al. 2025): PPO clip, Σ_i Σ_t m·L / (B · MAX_TOKENS)."""
-    a = adv.detach()
-    ratio = torch.exp(logp - old_logp.detach())
-    per_token = torch.maximum(-a * ratio, -a * ratio.clamp(0.8, 1.2))
-    return (per_token * mask).sum() / (logp.shape[0] * max_len)
+    return (_ppo_per_token(logp, old_logp, adv) * mask).sum() / (logp.shape[0] * max_len)
 
 
 def _gspo_ratio(logp, old_logp, mask):

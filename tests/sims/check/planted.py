@@ -2,7 +2,9 @@
 report in ``shared/research/loss_zoo.md`` §5 (or a bug class named there). ``PLANTED`` says which
 spec (if any) each is checked against and which ``pgverify check`` result must flag it.
 
-Plain torch, no import from ``sims``: these are the harness's inputs, not its code.
+Plain torch, no import from ``sims`` (the masked means and
+PPO's clipped token loss come from ``correct``): these are the
+harness's inputs, not its code.
 """
 
 from __future__ import annotations
@@ -12,19 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-
-def _token_mean(per_token, mask):
-    return (per_token * mask).sum() / mask.sum()
-
-
-def _seq_mean(x, mask):
-    return (x * mask).sum(-1) / mask.sum(-1)
-
-
-def _ppo_per_token(logp, old_logp, adv, eps_low=0.2, eps_high=0.2):
-    a = adv.detach()
-    ratio = torch.exp(logp - old_logp.detach())
-    return torch.maximum(-a * ratio, -a * ratio.clamp(1 - eps_low, 1 + eps_high))
+from tests.sims.check.correct import _ppo_per_token, _seq_mean, _token_mean
 
 
 def drgrpo_sum_over_sequences(logp, old_logp, adv, mask, max_len=8):
