@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from policies.table import TablePolicy, check_count, check_horizon, inverse_cdf
+from policies.kernels import draw_seed, sample_table
+from policies.table import TablePolicy, check_count, check_horizon
 
 
 class MarkovPolicy(TablePolicy):
@@ -70,16 +71,15 @@ class MarkovPolicy(TablePolicy):
 
     def sample(self, n: int, *, generator: torch.Generator,
                prompts: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``(tokens [n, T], mask [n, T])``: T sequential inverse-CDF steps, one uniform per token
-        (drawn from ``generator`` on the CPU, so a seed gives the same tokens on every device)."""
+        """``(tokens [n, T], mask [n, T])``: T sequential inverse-CDF steps, one uniform per token.
+
+        One seed is drawn from ``generator``; token t of sequence i uses uniform t·n + i of the
+        counter-based generator with that seed (``policies.kernels.sample_table``: a numba
+        kernel on the CPU, the same tokens with torch operations elsewhere).
+        """
         check_count("n", n)
         prompts = self._prompts(prompts, n)
-        probs = torch.softmax(self.logits, -1).reshape(-1, self.vocab)  # (P·(V+1), V)
-        u = torch.rand(self.horizon, n, generator=generator, dtype=probs.dtype).to(probs.device)
-        offset = 0 if prompts is None else prompts * self.n_rows
-        prev = torch.full((n,), self.vocab, dtype=torch.int64, device=probs.device)
-        tokens = torch.empty(n, self.horizon, dtype=torch.int64, device=probs.device)
-        for t in range(self.horizon):
-            prev = inverse_cdf(probs[prev + offset], u[t].unsqueeze(-1)).squeeze(-1)
-            tokens[:, t] = prev
+        cdf = torch.cumsum(torch.softmax(self.logits, -1), -1)  # ([P,] V+1, V)
+        cdf = cdf if self.n_prompts is not None else cdf.unsqueeze(0)
+        tokens = sample_table(cdf, prompts, n, self.horizon, draw_seed(generator), markov_bos=self.vocab)
         return tokens, self.mask(tokens)

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from policies.kernels import gather_rows, replica_moments
+
 DEFAULT_MAX_SEQUENCES = 1 << 22
 
 
@@ -202,8 +204,7 @@ class TablePolicy:
 
     def log_prob(self, tokens: Tensor, prompts: Tensor | None = None) -> Tensor:
         """``[N, T]`` log π(o_t | context) of ``tokens [N, T]`` (padding included; mask it)."""
-        flat = self.contexts(tokens, prompts) * self.vocab + tokens
-        return self.log_probs().reshape(-1).take(flat)
+        return gather_rows(self.log_probs().reshape(-1, self.vocab), self.contexts(tokens, prompts), tokens)
 
     def score_sum(self, weights: Tensor, tokens: Tensor, prompts: Tensor | None = None) -> Tensor:
         """Σ_i Σ_t w_it ∇_logits log π(o_it) = Σ_it w_it (e_{o_it} - p_{c_it}), shaped like ``logits``.
@@ -267,35 +268,8 @@ def replica_score_moments(policy: TablePolicy, weights: Tensor, tokens: Tensor,
                           prompts: Tensor | None, n_rep: int) -> tuple[Tensor, Tensor]:
     r"""Σ_r g_r and Σ_r g_r ⊙ g_r (float64, flattened like ``logits``) of the per-replica scores
     g_r = Σ_{i∈r, t} w_it (e_{o_it} - p_{c_it}), where replica r is the r-th block of
-    ``N / n_rep`` consecutive rows — without materialising g_r.
-
-    With H_r[c, v] = Σ_{i∈r, t: c_it = c, o_it = v} w_it and W_r[c] = Σ_v H_r[c, v],
-    g_r[c] = H_r[c] - W_r[c] p_c, so per coordinate
-
-        Σ_r g_r  = Σ_r H_r - (Σ_r W_r) p,
-        Σ_r g_r² = Σ_r H_r² - 2 p ⊙ Σ_r W_r H_r + p² ⊙ Σ_r W_r²,
-
-    and Σ_r H_r[c, v]² = Σ_{tokens at (c, v)} w_it H_{r(i)}[c, v], Σ_r W_r[c] H_r[c, v] =
-    Σ_{tokens at (c, v)} w_it W_{r(i)}[c]: each is one gather of the replica's histogram at
-    the token's own cell and one weighted histogram over (c, v) — O(N·T) work.
+    ``N / n_rep`` consecutive rows — without materialising g_r (``policies.kernels.replica_moments``:
+    O(N·T) work, a numba kernel on the CPU).
     """
-    n, _ = tokens.shape
-    v = policy.vocab
-    n_ctx = policy.logits.numel() // v
-    dev = tokens.device
-    ctx = policy.contexts(tokens, prompts)
-    rep_ctx = (torch.arange(n_rep, device=dev).repeat_interleave(n // n_rep)[:, None] * n_ctx + ctx).reshape(-1)
-    cell = (ctx * v + tokens).reshape(-1)  # (c, v) of every token
-    rep_cell = rep_ctx * v + tokens.reshape(-1)  # (r, c, v)
-    w = weights.to(torch.float64).reshape(-1)
-    hist = torch.zeros(n_rep * n_ctx * v, dtype=torch.float64, device=dev).index_add_(0, rep_cell, w)
-    w_row = torch.zeros(n_rep * n_ctx, dtype=torch.float64, device=dev).index_add_(0, rep_ctx, w)
-    p = torch.softmax(policy.logits, -1).reshape(-1).to(torch.float64)  # (C·V,)
-    size = n_ctx * v
-    sum_h = torch.zeros(size, dtype=torch.float64, device=dev).index_add_(0, cell, w)
-    sum_h2 = torch.zeros(size, dtype=torch.float64, device=dev).index_add_(0, cell, w * hist.take(rep_cell))
-    sum_wh = torch.zeros(size, dtype=torch.float64, device=dev).index_add_(0, cell, w * w_row.take(rep_ctx))
-    w_row = w_row.reshape(n_rep, n_ctx)
-    sum_w = w_row.sum(0).repeat_interleave(v)
-    sum_w2 = (w_row * w_row).sum(0).repeat_interleave(v)
-    return sum_h - sum_w * p, sum_h2 - 2 * p * sum_wh + p * p * sum_w2
+    probs = torch.softmax(policy.logits, -1).reshape(-1, policy.vocab)
+    return replica_moments(weights, policy.contexts(tokens, prompts), tokens, n_rep, probs)

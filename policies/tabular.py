@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from policies.table import DEFAULT_MAX_SEQUENCES, TablePolicy, check_count, check_horizon, inverse_cdf
+from policies.kernels import draw_seed, sample_table
+from policies.table import DEFAULT_MAX_SEQUENCES, TablePolicy, check_count, check_horizon
 
 __all__ = ["TabularPolicy", "DEFAULT_MAX_SEQUENCES"]
 
@@ -57,16 +58,13 @@ class TabularPolicy(TablePolicy):
                prompts: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(tokens [n, T], mask [n, T])`` by inverse-CDF sampling with one uniform per token.
 
-        The uniforms come from ``generator`` on the CPU (so a seed gives the same tokens on every
-        device); all positions are drawn at once.
+        One seed is drawn from ``generator``; token t of sequence i uses uniform i·T + t of the
+        counter-based generator with that seed (``policies.kernels.sample_table``: a numba
+        kernel on the CPU, the same tokens with torch operations elsewhere).
         """
         check_count("n", n)
         prompts = self._prompts(prompts, n)
-        probs = torch.softmax(self.logits, -1)  # ([P,] T, V)
-        if prompts is None:  # each position's row drawn n times at once
-            u = torch.rand(self.horizon, n, generator=generator, dtype=probs.dtype).to(probs.device)
-            tokens = inverse_cdf(probs, u).T.contiguous()  # (n, T)
-        else:
-            u = torch.rand(n, self.horizon, 1, generator=generator, dtype=probs.dtype).to(probs.device)
-            tokens = inverse_cdf(probs[prompts], u).squeeze(-1)  # (n, T)
+        cdf = torch.cumsum(torch.softmax(self.logits, -1), -1)  # ([P,] T, V)
+        cdf = cdf if self.n_prompts is not None else cdf.unsqueeze(0)
+        tokens = sample_table(cdf, prompts, n, self.horizon, draw_seed(generator))
         return tokens, self.mask(tokens)
