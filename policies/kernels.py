@@ -284,6 +284,9 @@ def replica_moments(weights: Tensor, ctx: Tensor, tokens: Tensor, n_rep: int,
     Σ_r g_r² = Σ_r H_r² - 2 p ⊙ Σ_r W_r H_r + p² ⊙ Σ_r W_r². Weights are summed in float64.
     """
     check_tokens(tokens, probs.shape[-1])
+    n = tokens.shape[0]
+    if isinstance(n_rep, bool) or not isinstance(n_rep, int) or n_rep < 1 or n % n_rep:
+        raise ValueError(f"n_rep={n_rep!r} is invalid; allowed: an int >= 1 dividing N={n} (the rows)")
     if weights.device.type == "cpu":
         return replica_moments_cpu(weights, ctx, tokens, n_rep, probs)
     return replica_moments_torch(weights, ctx, tokens, n_rep, probs)

@@ -41,6 +41,7 @@ from torch import Tensor
 
 from policies.tasks import RewardFn, call_reward
 from sims._checks import check_policy_pair, require
+from sims.kernels import token_stats
 from sims.registry import get_advantage, get_objective
 
 GROUP_LOCAL_ADVANTAGES = ("raw", "group_mean", "drgrpo", "grpo", "rloo", "nsr", "psr")
@@ -240,18 +241,18 @@ def _chunk(new_policy, old_policy, reward_fn, spec, token_sum, est, advantage_co
     tokens, mask = old_policy.sample(n_rep * b, generator=gen, prompts=prompts)  # (R·B, T)
     rewards = call_reward(reward_fn, tokens, mask, prompts).to(dtype).reshape(n_rep * g, k)
     mask = mask.to(dtype)
-    adv = est.fn(rewards, config=advantage_config).reshape(-1, 1) * mask  # (R·B, T)
+    adv = est.fn(rewards, config=advantage_config).reshape(-1, 1).expand(mask.shape)  # (R·B, T)
     with torch.no_grad():
         logp = new_policy.log_prob(tokens, prompts)
         old_logp = old_policy.log_prob(tokens, prompts).to(dtype)
     logp.requires_grad_(True)
     loss, _ = spec.loss_fn(logp, old_logp, adv, mask, config=token_sum)
     (grad,) = torch.autograd.grad(loss, logp)
-    w = -grad * _normaliser(agg, mask, n_rep, g, k, max_len)[:, None]  # (R·B, T)
+    scale = _normaliser(agg, mask, n_rep, g, k, max_len)
+    w, n_zero, n_valid, log_r = token_stats(grad, scale, mask, logp, old_logp)  # w: (R·B, T)
     s1, s2 = new_policy.replica_score_moments(w, tokens, prompts, n_rep)
-    valid = mask > 0
-    zero = ((w == 0) & valid).reshape(n_rep, -1).sum(-1) / valid.reshape(n_rep, -1).sum(-1)
-    log_r = ((logp.detach() - old_logp) * mask).sum(-1).reshape(n_rep, b)
+    zero = n_zero.reshape(n_rep, b).sum(-1) / n_valid.reshape(n_rep, b).sum(-1)
+    log_r = log_r.reshape(n_rep, b)
     r = torch.exp(log_r - log_r.max(-1, keepdim=True).values)
     ess = r.sum(-1) ** 2 / (r * r).sum(-1) / b
     return s1.cpu(), s2.cpu(), float(zero.sum()), float(ess.sum())
