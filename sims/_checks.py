@@ -64,11 +64,11 @@ def check_mask(mask: Any, shape: torch.Size | None = None) -> None:
         raise ValueError(f"mask has shape {tuple(mask.shape)}; allowed: 2-D [B, T]")
     if mask.numel() and not _is_binary(mask):
         raise ValueError("mask has values other than 0 and 1; allowed: 0 (padding) or 1 (valid token)")
-    lengths = mask.sum(-1, dtype=torch.float64)
-    if not bool((lengths > 0).any()):
-        raise ValueError("mask is all zero; allowed: at least one valid token in every sequence")
-    if not bool((lengths > 0).all()):
-        empty = (lengths == 0).nonzero()[:, 0].tolist()
+    has_valid = mask.detach().amax(-1) > 0  # one pass: a binary row's max is 1 iff it has a valid token
+    if not bool(has_valid.all()):
+        if not bool(has_valid.any()):
+            raise ValueError("mask is all zero; allowed: at least one valid token in every sequence")
+        empty = (~has_valid).nonzero()[:, 0].tolist()
         raise ValueError(
             f"mask rows {empty} have no valid token; allowed: at least one valid token in every "
             "sequence (drop empty sequences before computing the loss)"

@@ -141,16 +141,40 @@ def aggregate(
     require_choice("agg", agg, AGGREGATIONS)
     check_float_tensor("loss_mat", loss_mat)
     check_mask(mask, loss_mat.shape)
-    m = float_mask(mask, loss_mat)
+    return _reduce(loss_mat, float_mask(mask, loss_mat), agg, max_len, group_size)
+
+
+def aggregate_valid(loss_mat: Tensor, m: Tensor, *, agg: str, max_len: int | None = None,
+                    group_size: int | None = None) -> Tensor:
+    """``aggregate`` for a mask the caller has already validated and converted (``m`` of
+    ``loss_mat``'s dtype, 0/1, a valid token in every row): the objectives call it after
+    validating their inputs, so the mask is checked once per loss. ``agg`` and the finiteness
+    of ``loss_mat`` are still checked."""
+    require_choice("agg", agg, AGGREGATIONS)
+    check_float_tensor("loss_mat", loss_mat)
+    return _reduce(loss_mat, m, agg, max_len, group_size)
+
+
+def masked_sum(x: Tensor, m: Tensor) -> Tensor:
+    """Σ x·m over all elements: one ``torch.dot`` pass for float32/float64 (a BLAS call, no ``x·m``
+    tensor); a product and a sum for other dtypes (whose dot would accumulate in that precision)."""
+    if x.dtype == m.dtype and x.dtype in (torch.float32, torch.float64):
+        return torch.dot(x.reshape(-1), m.reshape(-1))
+    return (x * m).sum()
+
+
+def _reduce(loss_mat: Tensor, m: Tensor, agg: str, max_len: int | None, group_size: int | None) -> Tensor:
+    n_seq = loss_mat.shape[0]
+    if agg == "token-sum":
+        return masked_sum(loss_mat, m)
+    if agg == "token-mean":
+        return masked_sum(loss_mat, m) / m.sum()
+    if agg == "seq-mean-token-sum":
+        return masked_sum(loss_mat, m) / n_seq
     masked = loss_mat * m  # (B, T)
     lengths = m.sum(-1)  # (B,)
-    n_seq = loss_mat.shape[0]
-    if agg == "token-mean":
-        return masked.sum() / lengths.sum()
     if agg == "seq-mean-token-mean":
         return (masked.sum(-1) / lengths).sum() / n_seq
-    if agg == "seq-mean-token-sum":
-        return masked.sum() / n_seq
     if agg == "seq-mean-token-sum-norm":
         require(max_len is not None, "max_len", max_len,
                 "a positive int (the generation budget) when agg='seq-mean-token-sum-norm'")
@@ -167,7 +191,7 @@ def aggregate(
         per_group = masked.sum(-1).reshape(-1, group_size).sum(-1)  # (G,)
         tokens = lengths.reshape(-1, group_size).sum(-1)  # (G,)
         return (per_group / tokens).mean()
-    return masked.sum()  # token-sum
+    raise AssertionError(agg)  # unreachable: agg was checked against AGGREGATIONS
 
 
 def token_weights(

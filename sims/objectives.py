@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from sims._checks import check_token_inputs, float_mask, require, require_choice, require_finite_number
-from sims.aggregation import AggConfig, agg_fields, aggregate
+from sims.aggregation import AggConfig, agg_fields, aggregate_valid, masked_sum
 
 __all__ = [
     "ReinforceConfig", "reinforce",
@@ -47,7 +47,7 @@ __all__ = [
 
 
 def _masked_mean(x: Tensor, m: Tensor) -> Tensor:
-    return (x * m).sum() / m.sum()
+    return masked_sum(x, m) / m.sum()
 
 
 def _frac(cond: Tensor, m: Tensor) -> Tensor:
@@ -64,11 +64,12 @@ def _ratio_diagnostics(logp: Tensor, old_logp: Tensor, m: Tensor) -> dict[str, T
     """``ratio_mean``, ``ratio_max``, ``approx_kl_k1``, ``approx_kl_k3`` (token means, detached)."""
     log_ratio = (logp - old_logp).detach()
     ratio = torch.exp(log_ratio)
+    n_valid = m.sum()
     return {
-        "ratio_mean": _masked_mean(ratio, m),
-        "ratio_max": torch.where(m > 0, ratio, torch.zeros_like(ratio)).max(),
-        "approx_kl_k1": _masked_mean(-log_ratio, m),
-        "approx_kl_k3": _masked_mean(torch.expm1(log_ratio) - log_ratio, m),
+        "ratio_mean": masked_sum(ratio, m) / n_valid,
+        "ratio_max": torch.where(m > 0, ratio, 0.0).max(),
+        "approx_kl_k1": -masked_sum(log_ratio, m) / n_valid,
+        "approx_kl_k3": masked_sum(torch.expm1(log_ratio) - log_ratio, m) / n_valid,
     }
 
 
@@ -170,7 +171,7 @@ def reinforce(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, conf
         if config.is_mode == "mask":
             weight = torch.where(over, torch.zeros_like(weight), weight)
     per_token = -weight.detach() * adv * logp  # (B, T)
-    loss = aggregate(per_token, m, **agg_fields(config))
+    loss = aggregate_valid(per_token, m, **agg_fields(config))
     diag["is_weight_mean"] = _masked_mean(weight, m).detach()
     diag["is_trunc_frac"] = _frac(over, m).detach()
     return loss, diag
@@ -247,7 +248,7 @@ def seq_is(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, config:
         log_w = log_r + (torch.minimum(log_r, log_cap) - log_r).detach()
         over = log_r.detach() > log_cap
     per_seq = -_seq_mean(adv, m) * torch.exp(log_w)  # (B, 1)
-    loss = aggregate(per_seq.expand_as(logp), m, **agg_fields(config))
+    loss = aggregate_valid(per_seq.expand_as(logp), m, **agg_fields(config))
     diag["log_seq_ratio_mean"] = log_r.detach().mean()
     diag["is_weight_mean"] = torch.exp(log_w.detach()).mean()
     diag["is_trunc_frac"] = _frac(over.expand_as(m), m).detach()
@@ -329,7 +330,7 @@ def ppo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, confi
         cap = -config.dual_clip_c * adv
         per_token = torch.where(adv < 0, torch.minimum(per_token, cap), per_token)
         dual = (adv < 0) & (r > config.dual_clip_c)
-    loss = aggregate(per_token, m, **agg_fields(config))
+    loss = aggregate_valid(per_token, m, **agg_fields(config))
     low = torch.zeros_like(dual) if config.eps_low is None else (adv < 0) & (r < 1.0 - config.eps_low)
     diag["clip_frac_low"] = _frac(low, m).detach()
     diag["clip_frac_high"] = _frac((adv > 0) & (r > 1.0 + config.eps_high), m).detach()
@@ -412,7 +413,7 @@ def gspo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, config: G
     s_adv = _seq_mean(adv, m)  # (B, 1)
     clipped = torch.clamp(s, min=_lower(config.eps_low), max=1.0 + config.eps_high)
     per_seq = torch.maximum(-s_adv * s, -s_adv * clipped)  # (B, 1)
-    loss = aggregate(per_seq.expand_as(logp), m, **agg_fields(config))
+    loss = aggregate_valid(per_seq.expand_as(logp), m, **agg_fields(config))
     return loss, _gspo_diagnostics(diag, log_s, s_adv, config, m)
 
 
@@ -453,7 +454,7 @@ def gspo_token(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, con
     s_hat = torch.exp(log_s.detach() + logp - logp.detach())  # (B, T)
     clipped = torch.clamp(s_hat, min=_lower(config.eps_low), max=1.0 + config.eps_high)
     per_token = torch.maximum(-adv * s_hat, -adv * clipped)  # (B, T)
-    loss = aggregate(per_token, m, **agg_fields(config))
+    loss = aggregate_valid(per_token, m, **agg_fields(config))
     return loss, _gspo_diagnostics(diag, log_s, _seq_mean(adv, m), config, m)
 
 
@@ -530,7 +531,7 @@ def gmpo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, config: G
     d_tilde = sign * torch.minimum(sign * d, sign * d_clip)  # (B, T)
     g = torch.exp(_seq_mean(d_tilde, m))  # (B, 1)
     per_seq = -s_adv * g
-    loss = aggregate(per_seq.expand_as(logp), m, **agg_fields(config))
+    loss = aggregate_valid(per_seq.expand_as(logp), m, **agg_fields(config))
     dd = d.detach()
     clip_low = (torch.zeros_like(dd, dtype=torch.bool) if low is None
                 else (s_adv < 0) & (dd < low))
@@ -643,7 +644,7 @@ def cispo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, config: 
     diag = _ratio_diagnostics(logp, old_logp, m)
     ratio = torch.exp((logp - old_logp).detach())  # (B, T), detached
     weight = _cispo_weight(ratio, config.eps_low, config.eps_high)  # (B, T)
-    loss = aggregate(-weight * adv * logp, m, **agg_fields(config))
+    loss = aggregate_valid(-weight * adv * logp, m, **agg_fields(config))
     return loss, _cispo_clip_diagnostics(diag, ratio, weight, config, m)
 
 
@@ -703,7 +704,7 @@ def sapo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, config: S
     ratio = torch.exp(logp - old_logp)  # (B, T)
     tau = torch.where(adv > 0, torch.full_like(adv, config.tau_pos), torch.full_like(adv, config.tau_neg))
     gate = torch.sigmoid(tau * (ratio - 1.0))
-    loss = aggregate(-(4.0 / tau) * gate * adv, m, **agg_fields(config))
+    loss = aggregate_valid(-(4.0 / tau) * gate * adv, m, **agg_fields(config))
     g = gate.detach()
     diag["gate_weight_mean"] = _masked_mean(4.0 * g * (1.0 - g), m)
     return loss, diag
@@ -806,7 +807,7 @@ def sgs_cispo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, conf
     scale = sgs_scale(logp, adv, m, k=config.k, tau=config.tau, p_mode=config.p_mode)  # (B, T)
     if config.stop_grad_s:
         scale = scale.detach()
-    loss = aggregate(-scale * weight * adv * logp, m, **agg_fields(config))
+    loss = aggregate_valid(-scale * weight * adv * logp, m, **agg_fields(config))
     diag = _cispo_clip_diagnostics(diag, ratio, weight, config, m)
     diag["sgs_scale_mean"] = _masked_mean(scale.detach(), m)
     diag["sgs_prob_mean"] = _masked_mean(_confidence(logp.detach(), m, config.p_mode), m)
