@@ -8,13 +8,14 @@ For each chunk of replicas:
 2. one autograd call of the objective with ``agg="token-sum"`` gives every token's
    unnormalised weight (every aggregation is linear with a normaliser c_i that is constant
    within a sequence — ``theory.aggregation`` derives it — so the weight under ``agg`` is
-   c_i times the token-sum weight); c_i is computed per replica;
+   c_i times the token-sum weight); c_i is computed per replica, and one fused pass
+   (``sims.kernels.token_stats``) scales the weights and counts zero weights and log ratios;
 3. the policy turns the weights into Σ_r g_r and Σ_r g_r ⊙ g_r for the per-replica gradients
    g_r = Σ_{i∈r,t} w_it ∇θ log π(o_it) (``replica_score_moments``). Table policies (tabular,
    Markov) do it in closed form — with H_r the weighted (row, token) histogram of replica r
    and W_r its row sums, g_r = H_r - W_r p, so both sums are histograms and products of
-   them; no per-sample autograd and no ``[N, T, V]`` tensor. The GRU uses
-   ``torch.func.vmap(torch.func.grad(...))`` over replicas;
+   them; no per-sample autograd and no ``[N, T, V]`` tensor (a numba kernel on the CPU,
+   ``policies.kernels``). The GRU uses ``torch.func.vmap(torch.func.grad(...))`` over replicas;
 4. those sums are accumulated in float64, so memory does not grow with M. The variance trace
    and the squared error follow from them: Σ_r ‖g_r‖² = Σ (Σ_r g_r²) and
    Σ_r ‖g_r - ∇J‖² = Σ_r ‖g_r‖² - 2⟨Σ_r g_r, ∇J⟩ + n‖∇J‖².
