@@ -167,9 +167,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         sys.stderr.write(error)
         return 2
     result = run_bench(args.device, quick=args.quick)
+    def fmt(value) -> str:
+        if isinstance(value, list):
+            return ", ".join(fmt(v) for v in value)
+        return f"{value:,.1f}" if isinstance(value, float) else str(value)
+
+    width = max(len(key) for key in result)
     for key, value in result.items():
-        text = f"{value:,.1f}" if isinstance(value, float) else str(value)
-        sys.stdout.write(f"{key:<18} {text}\n")
+        sys.stdout.write(f"{key:<{width}} {fmt(value)}\n")
     if args.json:
         _write_json_atomic(args.json, result)
     return 0

@@ -46,13 +46,14 @@ def test_usage_errors_exit_2(argv, capsys):
 def test_bench_quick_writes_json(tmp_path, capsys, monkeypatch):
     from sims import bench
 
-    fake = {"device": "cpu", "T": 64, "V": 32, "engine_seq_per_s": 1.0, "loop_seq_per_s": 1.0,
-            "vmap_seq_per_s": 1.0, "exact_seconds": 1.0, "peak_rss_mb": 1.0}
+    fake = {"device": "cpu", "T": 64, "V": 32, "engine_seq_per_s": 1.0, "engine_seq_per_s_runs": [0.5, 1.0, 2.0],
+            "loop_seq_per_s": 1.0, "vmap_seq_per_s": 1.0, "exact_seconds": 1.0, "peak_rss_mb": 1.0}
     monkeypatch.setattr(bench, "run_bench", lambda device, quick: fake)
     out = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--json", str(out)]) == 0
     assert json.loads(out.read_text()) == fake
-    assert "engine_seq_per_s" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "engine_seq_per_s " in out_text and "engine_seq_per_s_runs 0.5, 1.0, 2.0" in out_text
 
 
 def test_bench_rejects_an_unavailable_device(capsys):
@@ -73,6 +74,8 @@ def test_real_quick_bench_produces_every_key():
                 "gru_engine_seq_per_s", "peak_rss_mb"):
         assert result[key] > 0, key
     assert (result["device"], result["T"], result["V"]) == ("cpu", 64, 32)
+    runs = result["engine_seq_per_s_runs"]
+    assert len(runs) == 3 and result["engine_seq_per_s"] == sorted(runs)[1]  # the median
 
 
 # ----------------------------------------------------------------------------- pgverify check
