@@ -17,7 +17,8 @@ trace of CISPO (verl's 1 ± 0.2 clip, ``token-mean``) with GRPO advantages (grou
 
 Plus ``exact_seconds``: the exact expected gradient of one estimator on V = 4, T = 10 (all
 2^20 sequences), ``gru_engine_seq_per_s`` (the engine on the same task with a GRU policy,
-H = 64, E = 32, whose per-replica gradients come from ``vmap(grad)``) and ``peak_rss_mb``
+H = 64, E = 32, whose per-replica gradients come from ``vmap(grad)``, in chunks of
+``GRU_CHUNK`` replicas) and ``peak_rss_mb``
 (process peak resident memory).
 """
 
@@ -41,6 +42,7 @@ from sims.montecarlo import MCConfig, mc_gradient
 T, V, K = 64, 32, 8
 CHUNK = 500  # replicas per chunk: 256k tokens, so the per-chunk tensors stay in cache
 ENGINE_RUNS = 3
+GRU_CHUNK = 100  # replicas per chunk on the GRU: 800 sequences per vmap call (5 were overhead-bound)
 CONFIG = O.CispoConfig.verl(0.2, 0.2, agg="token-mean")
 ADV = StdConfig()
 
@@ -128,7 +130,7 @@ def bench_gru(device: str, n_replicas: int) -> float:
     g = torch.Generator().manual_seed(0)
     old = GRUPolicy.random(T, V, generator=g, hidden=64, embed=32, dtype=torch.float32, device=device)
     new = perturb(old, kl=0.01, generator=g, n_states=256)
-    mc = MCConfig(n_replicas=n_replicas, group_size=K, chunk=max(1, n_replicas // 20), n_batches=20)
+    mc = MCConfig(n_replicas=n_replicas, group_size=K, chunk=min(GRU_CHUNK, n_replicas // 20), n_batches=20)
     _sync(device)
     start = time.perf_counter()
     mc_gradient(new, old, _reward, "cispo", CONFIG, "grpo", ADV, mc)
@@ -149,7 +151,7 @@ def bench_exact(device: str) -> float:
 
 def run_bench(device: str = "cpu", *, quick: bool = False) -> dict[str, Any]:
     """All measurements as the JSON-ready dict ``pgverify bench --json`` writes."""
-    n_engine, n_loop, n_vmap, n_gru = (2_000, 50, 500, 40) if quick else (40_000, 200, 4_000, 100)
+    n_engine, n_loop, n_vmap, n_gru = (2_000, 50, 500, 40) if quick else (40_000, 200, 4_000, 2_000)
     runs = [bench_engine(device, n_engine) for _ in range(ENGINE_RUNS)]
     engine = statistics.median(runs)
     loop = bench_loop(device, n_loop)
