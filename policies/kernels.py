@@ -12,7 +12,7 @@ the kernel with, exactly or to float64 rounding):
   sequences in parallel and still gives the same tokens for the same seed, whatever the
   thread count. Uniform k of a draw with seed s is SplitMix64's output
   ``mix(s + (k + 1)·γ)``, γ = 0x9E3779B97F4A7C15 (Steele, Lea, Flood 2014, "Fast splittable
-  pseudorandom number generators", OOPSLA, Fig. 1; it passes BigCrush), mapped to
+  pseudorandom number generators", OOPSLA; it passes BigCrush), mapped to
   u = (top b bits + ½)·2^-b with b = 23 (float32) or 52 (float64), so 0 < u < 1 exactly.
   Token = #{v < V-1 : cdf_v < u} (inverse CDF), as ``policies.table.inverse_cdf``.
 * ``gather_rows_cpu``: ``table[ctx, token]`` (the log-probabilities of sampled tokens).
@@ -21,7 +21,7 @@ the kernel with, exactly or to float64 rounding):
   reset as it is read (so no ``[R, C, V]`` tensor is zeroed or written).
 
 The kernels take contiguous or strided (also stride-0, i.e. expanded) CPU arrays. numba
-compiles each on first use (about a second per dtype; cached on disk afterwards).
+compiles each on first use (1-2 s per kernel and dtype; cached on disk afterwards).
 """
 
 from __future__ import annotations
@@ -90,8 +90,8 @@ LINEAR_SEARCH_MAX_V = 128  # up to this vocabulary a vectorised count beats a bi
 @njit(inline="always")
 def _search(cdf_row, u):
     """#{v < V-1 : cdf_v < u} over the non-decreasing ``cdf_row`` (float64): a vectorised count
-    up to ``LINEAR_SEARCH_MAX_V`` tokens (2.3 ns/token at V = 32 on the 2-core CPU, against
-    14 ns for the binary search, whose dependent loads stall), a binary search above."""
+    up to V = ``LINEAR_SEARCH_MAX_V`` (2.3 ms per million tokens at V = 32 on the 2-core CPU,
+    against 14 ms for the binary search, whose branches mispredict), a binary search above."""
     last = cdf_row.shape[0] - 1
     if last < LINEAR_SEARCH_MAX_V:
         count = 0
