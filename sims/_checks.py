@@ -41,17 +41,27 @@ def require_finite_number(field: str, value: Any) -> None:
 
 def check_float_tensor(name: str, x: Any) -> None:
     """A floating-point tensor whose every element is finite."""
+    _finite_max(name, x)
+
+
+def _finite_max(name: str, x: Any) -> float | None:
+    """``check_float_tensor``, returning the largest element (``None`` when empty) from the same
+    single reduction pass."""
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must have a floating dtype, got {x.dtype}")
-    if x.numel() and not _all_finite(x):
+    if not x.numel():
+        return None
+    lo, hi = torch.aminmax(x.detach())  # min and max propagate NaN and are ±inf iff some element is
+    if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
         bad = (~torch.isfinite(x)).nonzero()[0].tolist()
         value = x[tuple(bad)].item()
         raise ValueError(
             f"{name} has a non-finite value {value} at index {tuple(bad)}; "
             "allowed: finite values everywhere (use a finite filler such as 0 on padding)"
         )
+    return float(hi)
 
 
 def check_mask(mask: Any, shape: torch.Size | None = None) -> None:
@@ -84,13 +94,14 @@ def check_token_tensors(mask: Tensor, **tensors: Tensor) -> None:
     """Validate named ``[B, T]`` tensors: the first fixes the shape; all are finite floats of
     that shape; names ending in ``logp`` hold log-probabilities (<= 0 on valid tokens)."""
     (first_name, first), *_ = tensors.items()
-    check_float_tensor(first_name, first)
+    largest = {first_name: _finite_max(first_name, first)}  # one pass per tensor, reused below
     if first.dim() != 2 or first.shape[0] < 1 or first.shape[1] < 1:
         raise ValueError(
             f"{first_name} has shape {tuple(first.shape)}; allowed: 2-D [B, T] with B, T >= 1"
         )
     for name, x in tensors.items():
-        check_float_tensor(name, x)
+        if name not in largest:
+            largest[name] = _finite_max(name, x)
         if x.shape != first.shape:
             raise ValueError(
                 f"{name} has shape {tuple(x.shape)}; allowed: {tuple(first.shape)} (same as {first_name})"
@@ -98,12 +109,15 @@ def check_token_tensors(mask: Tensor, **tensors: Tensor) -> None:
     check_mask(mask, first.shape)
     for name, x in tensors.items():
         if name.endswith("logp"):
-            check_log_probs(name, x, mask)
+            check_log_probs(name, x, mask, largest=largest[name])
 
 
-def check_log_probs(name: str, x: Tensor, mask: Tensor) -> None:
-    """Log-probabilities must be <= 0 on valid tokens."""
-    if x.numel() == 0 or float(x.detach().max()) <= 0:  # one pass in the common case
+def check_log_probs(name: str, x: Tensor, mask: Tensor, *, largest: float | None = None) -> None:
+    """Log-probabilities must be <= 0 on valid tokens. ``largest`` is ``x``'s maximum when the
+    caller has it (then no pass is needed in the common case, every element <= 0)."""
+    if x.numel() == 0:
+        return
+    if (float(x.detach().max()) if largest is None else largest) <= 0:
         return
     bad = (x.detach() > 0) & (mask != 0)
     if bool(bad.any()):
@@ -123,13 +137,6 @@ def check_policy_pair(new_policy, old_policy) -> None:
             f"eos={old_policy.eos}, P={old_policy.n_prompts})",
             f"the new policy's family, shape {tuple(new_policy.score_shape)}, T={new_policy.horizon}, "
             f"eos={new_policy.eos} and P={new_policy.n_prompts}")
-
-
-def _all_finite(x: Tensor) -> bool:
-    """All elements finite, in one reduction pass: min and max propagate NaN and are ±inf iff
-    some element is."""
-    lo, hi = torch.aminmax(x.detach())
-    return bool(torch.isfinite(lo) & torch.isfinite(hi))
 
 
 def _is_binary(mask: Tensor) -> bool:
