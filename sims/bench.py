@@ -8,7 +8,8 @@ trace of CISPO (verl's 1 ± 0.2 clip, ``token-mean``) with GRPO advantages (grou
   per chunk w.r.t. log-probs; on the CPU, numba kernels for the sampling, the log-probs, the
   per-token bookkeeping and the closed-form replica moments; streamed moments). The median of
   ``ENGINE_RUNS`` runs is reported (the shared 2-core machine varies by ±30% between runs);
-  every run is in ``engine_seq_per_s_runs``;
+  every run is in ``engine_seq_per_s_runs``, and ``engine_ms_per_mtok`` splits the time of one
+  chunk into its stages (``sims.montecarlo.profile_chunk``, milliseconds per million tokens);
 * ``loop``: one autograd call through the policy logits per sampled sequence (its term of the
   replica's loss), accumulated into the replica's gradient;
 * ``vmap``: ``torch.func.vmap(torch.func.grad(f))`` over replicas, where ``f`` is a
@@ -37,7 +38,7 @@ from policies.tabular import TabularPolicy
 from sims import objectives as O
 from sims.advantages import StdConfig, grpo_advantages
 from sims.exact import exact_estimator_mean
-from sims.montecarlo import MCConfig, mc_gradient
+from sims.montecarlo import MCConfig, mc_gradient, profile_chunk
 
 T, V, K = 64, 32, 8
 CHUNK = 500  # replicas per chunk: 256k tokens, so the per-chunk tensors stay in cache
@@ -90,6 +91,15 @@ def bench_engine(device: str, n_replicas: int) -> float:
     mc_gradient(new, old, _reward, "cispo", CONFIG, "grpo", ADV, mc)
     _sync(device)
     return n_replicas * K / (time.perf_counter() - start)
+
+
+def bench_stages(device: str, repeats: int) -> dict[str, float]:
+    """Milliseconds per million tokens in each stage of the engine's chunk step (median of
+    ``repeats`` chunks of ``CHUNK`` replicas; ``sims.montecarlo.profile_chunk``)."""
+    old, new = _policies(device)
+    stages = profile_chunk(new, old, _reward, "cispo", CONFIG, "grpo", ADV, n_rep=CHUNK, group_size=K,
+                           repeats=repeats)
+    return {stage: seconds * 1e3 for stage, seconds in stages.items()}
 
 
 def bench_loop(device: str, n_replicas: int) -> float:
@@ -154,6 +164,7 @@ def run_bench(device: str = "cpu", *, quick: bool = False) -> dict[str, Any]:
     n_engine, n_loop, n_vmap, n_gru = (2_000, 50, 500, 40) if quick else (40_000, 200, 4_000, 2_000)
     runs = [bench_engine(device, n_engine) for _ in range(ENGINE_RUNS)]
     engine = statistics.median(runs)
+    stages = bench_stages(device, 3 if quick else 20)
     loop = bench_loop(device, n_loop)
     vmap = bench_vmap(device, n_vmap)
     name = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu"
@@ -164,6 +175,7 @@ def run_bench(device: str = "cpu", *, quick: bool = False) -> dict[str, Any]:
         "V": V,
         "engine_seq_per_s": engine,
         "engine_seq_per_s_runs": runs,
+        "engine_ms_per_mtok": stages,
         "loop_seq_per_s": loop,
         "vmap_seq_per_s": vmap,
         "engine_over_loop": engine / loop,

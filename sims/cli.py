@@ -170,6 +170,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     def fmt(value) -> str:
         if isinstance(value, list):
             return ", ".join(fmt(v) for v in value)
+        if isinstance(value, dict):
+            return "; ".join(f"{k} {v:.2f}" for k, v in value.items())
         return f"{value:,.1f}" if isinstance(value, float) else str(value)
 
     width = max(len(key) for key in result)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -171,12 +172,7 @@ def mc_gradient(new_policy, old_policy, reward_fn: RewardFn, objective: str, con
     ``sims.exact.exact_objective(new_policy, reward_fn)[1]``) enables the bias, cosine and
     MSE. Sampling uses only ``torch.Generator().manual_seed(mc.seed)``.
     """
-    require(advantage in GROUP_LOCAL_ADVANTAGES, "advantage", advantage,
-            "one of " + ", ".join(GROUP_LOCAL_ADVANTAGES) + " (per-group estimators)")
-    spec, est = get_objective(objective), get_advantage(advantage)
-    check_policy_pair(new_policy, old_policy)
-    require(old_policy.n_prompts in (None, mc.n_groups), "n_groups", mc.n_groups,
-            f"the policy's number of prompts P={old_policy.n_prompts} (group g uses prompt g)")
+    spec, est = _check_task(new_policy, old_policy, objective, advantage, mc.n_groups)
     shape = new_policy.score_shape
     if truth is not None:
         require(isinstance(truth, Tensor) and truth.shape == shape, "truth",
@@ -230,9 +226,25 @@ def mc_gradient(new_policy, old_policy, reward_fn: RewardFn, objective: str, con
     )
 
 
+STAGES = ("sample", "reward and advantages", "log-probs", "objective forward and backward",
+          "weights and counts", "replica moments", "zero fraction and ESS")
+
+
+def _check_task(new_policy, old_policy, objective: str, advantage: str, n_groups: int):
+    """The registered objective and advantage specs, once the task is checked."""
+    require(advantage in GROUP_LOCAL_ADVANTAGES, "advantage", advantage,
+            "one of " + ", ".join(GROUP_LOCAL_ADVANTAGES) + " (per-group estimators)")
+    spec, est = get_objective(objective), get_advantage(advantage)
+    check_policy_pair(new_policy, old_policy)
+    require(old_policy.n_prompts in (None, n_groups), "n_groups", n_groups,
+            f"the policy's number of prompts P={old_policy.n_prompts} (group g uses prompt g)")
+    return spec, est
+
+
 def _chunk(new_policy, old_policy, reward_fn, spec, token_sum, est, advantage_config, agg,
-           n_rep, g, k, max_len, gen):
-    """(Σ_r g_r, Σ_r g_r², summed zero-weight fraction, summed ESS fraction) of one chunk."""
+           n_rep, g, k, max_len, gen, lap: Callable[[str], None] = lambda stage: None):
+    """(Σ_r g_r, Σ_r g_r², summed zero-weight fraction, summed ESS fraction) of one chunk.
+    ``lap(stage)`` is called as each of ``STAGES`` ends (``profile_chunk`` times them)."""
     b = g * k
     dtype = new_policy.dtype  # compute in the policy's dtype, accumulate in float64
     dev = new_policy.device
@@ -240,20 +252,60 @@ def _chunk(new_policy, old_policy, reward_fn, spec, token_sum, est, advantage_co
     if old_policy.n_prompts is not None:
         prompts = torch.arange(g, device=dev).repeat_interleave(k).repeat(n_rep)  # (R·B,)
     tokens, mask = old_policy.sample(n_rep * b, generator=gen, prompts=prompts)  # (R·B, T)
+    lap(STAGES[0])
     rewards = call_reward(reward_fn, tokens, mask, prompts).to(dtype).reshape(n_rep * g, k)
     mask = mask.to(dtype)
     adv = est.fn(rewards, config=advantage_config).reshape(-1, 1).expand(mask.shape)  # (R·B, T)
+    lap(STAGES[1])
     with torch.no_grad():
         logp = new_policy.log_prob(tokens, prompts)
         old_logp = old_policy.log_prob(tokens, prompts).to(dtype)
+    lap(STAGES[2])
     logp.requires_grad_(True)
     loss, _ = spec.loss_fn(logp, old_logp, adv, mask, config=token_sum)
     (grad,) = torch.autograd.grad(loss, logp)
+    lap(STAGES[3])
     scale = _normaliser(agg, mask, n_rep, g, k, max_len)
     w, n_zero, n_valid, log_r = token_stats(grad, scale, mask, logp, old_logp)  # w: (R·B, T)
+    lap(STAGES[4])
     s1, s2 = new_policy.replica_score_moments(w, tokens, prompts, n_rep)
+    lap(STAGES[5])
     zero = n_zero.reshape(n_rep, b).sum(-1) / n_valid.reshape(n_rep, b).sum(-1)
     log_r = log_r.reshape(n_rep, b)
     r = torch.exp(log_r - log_r.max(-1, keepdim=True).values)
     ess = r.sum(-1) ** 2 / (r * r).sum(-1) / b
-    return s1.cpu(), s2.cpu(), float(zero.sum()), float(ess.sum())
+    out = s1.cpu(), s2.cpu(), float(zero.sum()), float(ess.sum())
+    lap(STAGES[6])
+    return out
+
+
+def profile_chunk(new_policy, old_policy, reward_fn: RewardFn, objective: str, config: Any,
+                  advantage: str, advantage_config: Any, *, n_rep: int, n_groups: int = 1,
+                  group_size: int = 8, repeats: int = 10, seed: int = 0) -> dict[str, float]:
+    """Seconds per million tokens spent in each of ``STAGES`` by ``mc_gradient``'s chunk step
+    (the same code, timed between stages; CUDA is synchronised at each lap), the median over
+    ``repeats`` chunks of ``n_rep`` replicas after one warm-up chunk."""
+    for name, value in (("n_rep", n_rep), ("n_groups", n_groups), ("group_size", group_size), ("repeats", repeats)):
+        require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, value, "an int >= 1")
+    spec, est = _check_task(new_policy, old_policy, objective, advantage, n_groups)
+    token_sum = dataclasses.replace(config, agg="token-sum", max_len=None, group_size=None)
+    gen = torch.Generator().manual_seed(seed)
+    cuda = new_policy.device.type == "cuda"
+    laps: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    clock = [0.0]
+
+    def lap(stage: str) -> None:
+        if cuda:
+            torch.cuda.synchronize(new_policy.device)
+        now = time.perf_counter()
+        laps[stage].append(now - clock[0])
+        clock[0] = now
+
+    args = (new_policy, old_policy, reward_fn, spec, token_sum, est, advantage_config, config.agg,
+            n_rep, n_groups, group_size, new_policy.horizon, gen)
+    _chunk(*args)  # warm-up (kernel compilation, allocator)
+    for _ in range(repeats):
+        clock[0] = time.perf_counter()
+        _chunk(*args, lap=lap)
+    tokens = n_rep * n_groups * group_size * new_policy.horizon
+    return {stage: float(np.median(laps[stage])) / tokens * 1e6 for stage in STAGES}

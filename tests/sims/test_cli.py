@@ -47,6 +47,7 @@ def test_bench_quick_writes_json(tmp_path, capsys, monkeypatch):
     from sims import bench
 
     fake = {"device": "cpu", "T": 64, "V": 32, "engine_seq_per_s": 1.0, "engine_seq_per_s_runs": [0.5, 1.0, 2.0],
+            "engine_ms_per_mtok": {"sample": 1.5, "log-probs": 2.0},
             "loop_seq_per_s": 1.0, "vmap_seq_per_s": 1.0, "exact_seconds": 1.0, "peak_rss_mb": 1.0}
     monkeypatch.setattr(bench, "run_bench", lambda device, quick: fake)
     out = tmp_path / "bench.json"
@@ -54,6 +55,7 @@ def test_bench_quick_writes_json(tmp_path, capsys, monkeypatch):
     assert json.loads(out.read_text()) == fake
     out_text = capsys.readouterr().out
     assert "engine_seq_per_s " in out_text and "engine_seq_per_s_runs 0.5, 1.0, 2.0" in out_text
+    assert "sample 1.50; log-probs 2.00" in out_text
 
 
 def test_bench_rejects_an_unavailable_device(capsys):
@@ -76,6 +78,9 @@ def test_real_quick_bench_produces_every_key():
     assert (result["device"], result["T"], result["V"]) == ("cpu", 64, 32)
     runs = result["engine_seq_per_s_runs"]
     assert len(runs) == 3 and result["engine_seq_per_s"] == sorted(runs)[1]  # the median
+    from sims.montecarlo import STAGES
+    stages = result["engine_ms_per_mtok"]
+    assert list(stages) == list(STAGES) and all(v > 0 for v in stages.values())
 
 
 # ----------------------------------------------------------------------------- pgverify check

@@ -205,3 +205,17 @@ def test_policy_and_truth_errors():
     prompted = TabularPolicy.random(3, 3, generator=torch.Generator().manual_seed(0), n_prompts=3)
     with pytest.raises(ValueError, match="n_groups=1 is invalid; allowed: the policy's number of prompts P=3"):
         mc_gradient(prompted, prompted, _two_ones, "cispo", cfg, "rloo", NoConfig(), mc)
+
+
+def test_profile_chunk_times_every_stage_of_the_chunk_step():
+    from sims.montecarlo import STAGES, profile_chunk
+
+    old, new = _pair()
+    stages = profile_chunk(new, old, _two_ones, "cispo", O.CispoConfig(), "grpo", StdConfig(),
+                           n_rep=20, group_size=4, repeats=2)
+    assert list(stages) == list(STAGES)
+    assert all(seconds > 0 for seconds in stages.values())
+    with pytest.raises(ValueError, match="n_rep=0 is invalid; allowed: an int >= 1"):
+        profile_chunk(new, old, _two_ones, "cispo", O.CispoConfig(), "grpo", StdConfig(), n_rep=0)
+    with pytest.raises(ValueError, match="objective='nope'"):
+        profile_chunk(new, old, _two_ones, "nope", O.CispoConfig(), "grpo", StdConfig(), n_rep=2)
