@@ -14,7 +14,7 @@ the kernel with, exactly or to float64 rounding):
   ``mix(s + (k + 1)·γ)``, γ = 0x9E3779B97F4A7C15 (Steele, Lea, Flood 2014, "Fast splittable
   pseudorandom number generators", OOPSLA; it passes BigCrush), mapped to
   u = (top b bits + ½)·2^-b with b = 23 (float32) or 52 (float64), so 0 < u < 1 exactly.
-  Token = #{v < V-1 : cdf_v < u} (inverse CDF), as ``policies.table.inverse_cdf``.
+  Token = #{v < V-1 : cdf_v < u} (inverse CDF, ``search_cdf``).
 * ``gather_rows_cpu``: ``table[ctx, token]`` (the log-probabilities of sampled tokens).
 * ``replica_moments_cpu``: Σ_r g_r and Σ_r g_r ⊙ g_r of the per-replica scores, the
   closed form of ``policies.table.replica_score_moments`` with a per-thread scratch histogram
@@ -109,29 +109,23 @@ def _search(cdf_row, u):
 
 
 @njit(parallel=True, cache=True)
-def _sample_positions(cdf, prompts, seed, bits, out):
+def _sample_positions(cdf, prompts, seed, scale, shift, out):
     n, horizon = out.shape
-    s = np.uint64(seed)
-    scale = 2.0 ** -bits
-    shift = np.uint64(64 - bits)
     for i in prange(n):
         table = cdf[prompts[i]]
         for t in range(horizon):
-            u = _uniform(s, i * horizon + t, scale, shift)  # exact in cdf's dtype too
+            u = _uniform(seed, i * horizon + t, scale, shift)  # exact in cdf's dtype too
             out[i, t] = _search(table[t], u)
 
 
 @njit(parallel=True, cache=True)
-def _sample_markov(cdf, prompts, seed, bits, bos, out):
+def _sample_markov(cdf, prompts, seed, scale, shift, bos, out):
     n, horizon = out.shape
-    s = np.uint64(seed)
-    scale = 2.0 ** -bits
-    shift = np.uint64(64 - bits)
     for i in prange(n):
         table = cdf[prompts[i]]
         prev = bos
         for t in range(horizon):
-            u = _uniform(s, t * n + i, scale, shift)
+            u = _uniform(seed, t * n + i, scale, shift)
             prev = _search(table[prev], u)
             out[i, t] = prev
 
@@ -230,31 +224,38 @@ def sample_table_cpu(cdf, prompts, n, horizon, seed, *, markov_bos=None) -> Tens
     out = torch.empty(n, horizon, dtype=torch.int64)
     idx = _np(_prompt_index(prompts, n, "cpu"))
     bits = BITS[cdf.dtype]
-    cdf = cdf.to(torch.float64)  # exact; u is exact in float64 too, so the comparisons are unchanged
+    stream = (np.uint64(seed), 2.0 ** -bits, np.uint64(64 - bits))  # seed, scale, shift of _uniform
+    cdf = _np(cdf.to(torch.float64))  # exact; u is exact in float64 too, so the comparisons are unchanged
     if markov_bos is None:
-        _sample_positions(_np(cdf), idx, seed, bits, out.numpy())
+        _sample_positions(cdf, idx, *stream, out.numpy())
     else:
-        _sample_markov(_np(cdf), idx, seed, bits, markov_bos, out.numpy())
+        _sample_markov(cdf, idx, *stream, markov_bos, out.numpy())
     return out
 
 
 def sample_table_torch(cdf, prompts, n, horizon, seed, *, markov_bos=None) -> Tensor:
     """``sample_table`` with torch operations (any device; the reference of the kernels)."""
     idx = _prompt_index(prompts, n, cdf.device)
-    inner = cdf[..., :-1].contiguous()
-    if markov_bos is None and prompts is None:  # one [T, V-1] table: search it row by row
+    if markov_bos is None and prompts is None:  # one [T, V] table: search it row by row
         u = counter_uniforms(seed, (n, horizon), cdf.dtype, cdf.device)
-        return torch.searchsorted(inner[0], u.T.contiguous()).T.contiguous()
+        return search_cdf(cdf[0], u.T).T.contiguous()
     if markov_bos is None:
         u = counter_uniforms(seed, (n, horizon, 1), cdf.dtype, cdf.device)
-        return torch.searchsorted(inner[idx], u).squeeze(-1)
+        return search_cdf(cdf[idx], u).squeeze(-1)
     u = counter_uniforms(seed, (horizon, n, 1), cdf.dtype, cdf.device)
     tokens = torch.empty(n, horizon, dtype=torch.int64, device=cdf.device)
     prev = torch.full((n,), markov_bos, dtype=torch.int64, device=cdf.device)
     for t in range(horizon):
-        prev = torch.searchsorted(inner[idx, prev].unsqueeze(1), u[t].unsqueeze(1)).reshape(n)
+        prev = search_cdf(cdf[idx, prev].unsqueeze(1), u[t].unsqueeze(1)).reshape(n)
         tokens[:, t] = prev
     return tokens
+
+
+def search_cdf(cdf: Tensor, u: Tensor) -> Tensor:
+    """Tokens #{v < V-1 : cdf_v < u} for rows ``cdf [..., V]`` and uniforms ``u [..., k]`` as
+    ``[..., k]`` (``torch.searchsorted``; the kernels' ``_search``). The last column is ignored,
+    so rounding in the cumulative sum can never let u fall past the last token."""
+    return torch.searchsorted(cdf[..., :-1].contiguous(), u.contiguous())
 
 
 def gather_rows(table: Tensor, ctx: Tensor, tokens: Tensor) -> Tensor:

@@ -79,7 +79,5 @@ class MarkovPolicy(TablePolicy):
         """
         check_count("n", n)
         prompts = self._prompts(prompts, n)
-        cdf = torch.cumsum(torch.softmax(self.logits, -1), -1)  # ([P,] V+1, V)
-        cdf = cdf if self.n_prompts is not None else cdf.unsqueeze(0)
-        tokens = sample_table(cdf, prompts, n, self.horizon, draw_seed(generator), markov_bos=self.vocab)
+        tokens = sample_table(self.cdf_table(), prompts, n, self.horizon, draw_seed(generator), markov_bos=self.vocab)
         return tokens, self.mask(tokens)

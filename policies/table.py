@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from policies.kernels import gather_rows, replica_moments
+from policies.kernels import gather_rows, replica_moments, search_cdf
 
 DEFAULT_MAX_SEQUENCES = 1 << 22
 
@@ -101,15 +101,9 @@ def all_token_arrays(horizon: int, vocab: int, max_sequences: int, device, start
 
 
 def inverse_cdf(probs_rows: Tensor, u: Tensor) -> Tensor:
-    """Tokens ``#{v : cdf_v < u}`` for rows ``probs_rows [..., V]`` and uniforms ``u [..., k]``
-    (k draws per row) as ``[..., k]``.
-
-    The last CDF entry is set just above 1 so rounding in the cumulative sum can never let
-    ``u`` fall past the last token.
-    """
-    cdf = torch.cumsum(probs_rows, -1)
-    cdf[..., -1] = 1.0 + 1e-6
-    return torch.searchsorted(cdf.contiguous(), u.contiguous())
+    """Tokens ``#{v < V-1 : cdf_v < u}`` for rows ``probs_rows [..., V]`` and uniforms ``u [..., k]``
+    (k draws per row) as ``[..., k]`` (``policies.kernels.search_cdf`` of the cumulative sum)."""
+    return search_cdf(torch.cumsum(probs_rows, -1), u)
 
 
 class TablePolicy:
@@ -194,6 +188,12 @@ class TablePolicy:
         return replica_score_moments(self, weights, tokens, prompts, n_rep)
 
     # ------------------------------------------------------------------ probabilities
+    def cdf_table(self) -> Tensor:
+        """Cumulative row probabilities as ``[P, R, V]`` (P = 1 for an unconditioned policy), the
+        table ``policies.kernels.sample_table`` draws from."""
+        cdf = torch.cumsum(torch.softmax(self.logits, -1), -1)
+        return cdf if self.n_prompts is not None else cdf.unsqueeze(0)
+
     def log_probs(self) -> Tensor:
         """Log-probabilities of every token in every row (same shape as ``logits``)."""
         return torch.log_softmax(self.logits, -1)

@@ -64,7 +64,5 @@ class TabularPolicy(TablePolicy):
         """
         check_count("n", n)
         prompts = self._prompts(prompts, n)
-        cdf = torch.cumsum(torch.softmax(self.logits, -1), -1)  # ([P,] T, V)
-        cdf = cdf if self.n_prompts is not None else cdf.unsqueeze(0)
-        tokens = sample_table(cdf, prompts, n, self.horizon, draw_seed(generator))
+        tokens = sample_table(self.cdf_table(), prompts, n, self.horizon, draw_seed(generator))
         return tokens, self.mask(tokens)

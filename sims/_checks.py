@@ -109,15 +109,13 @@ def check_token_tensors(mask: Tensor, **tensors: Tensor) -> None:
     check_mask(mask, first.shape)
     for name, x in tensors.items():
         if name.endswith("logp"):
-            check_log_probs(name, x, mask, largest=largest[name])
+            check_log_probs(name, x, mask, largest[name])
 
 
-def check_log_probs(name: str, x: Tensor, mask: Tensor, *, largest: float | None = None) -> None:
-    """Log-probabilities must be <= 0 on valid tokens. ``largest`` is ``x``'s maximum when the
-    caller has it (then no pass is needed in the common case, every element <= 0)."""
-    if x.numel() == 0:
-        return
-    if (float(x.detach().max()) if largest is None else largest) <= 0:
+def check_log_probs(name: str, x: Tensor, mask: Tensor, largest: float | None) -> None:
+    """Log-probabilities must be <= 0 on valid tokens. ``largest`` is ``x``'s maximum (``None``
+    when empty, from ``_finite_max``), so the common case, every element <= 0, needs no pass."""
+    if largest is None or largest <= 0:
         return
     bad = (x.detach() > 0) & (mask != 0)
     if bool(bad.any()):

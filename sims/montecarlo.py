@@ -179,7 +179,7 @@ def mc_gradient(new_policy, old_policy, reward_fn: RewardFn, objective: str, con
                 tuple(getattr(truth, "shape", ())), f"a tensor of the policy's score shape {tuple(shape)}")
     g, k = mc.n_groups, mc.group_size
     max_len = mc.max_len or new_policy.horizon
-    token_sum = dataclasses.replace(config, agg="token-sum", max_len=None, group_size=None)
+    token_sum = _token_sum(config)
     gen = torch.Generator().manual_seed(mc.seed)
     truth64 = None if truth is None else truth.detach().to("cpu", torch.float64).reshape(-1)
     per_batch = mc.n_replicas // mc.n_batches
@@ -228,6 +228,12 @@ def mc_gradient(new_policy, old_policy, reward_fn: RewardFn, objective: str, con
 
 STAGES = ("sample", "reward and advantages", "log-probs", "objective forward and backward",
           "weights and counts", "replica moments", "zero fraction and ESS")
+
+
+def _token_sum(config: Any) -> Any:
+    """The objective's config with ``agg="token-sum"``: its autograd weight times c_i is the
+    weight under the config's own aggregation (module docstring, step 2)."""
+    return dataclasses.replace(config, agg="token-sum", max_len=None, group_size=None)
 
 
 def _check_task(new_policy, old_policy, objective: str, advantage: str, n_groups: int):
@@ -288,7 +294,7 @@ def profile_chunk(new_policy, old_policy, reward_fn: RewardFn, objective: str, c
     for name, value in (("n_rep", n_rep), ("n_groups", n_groups), ("group_size", group_size), ("repeats", repeats)):
         require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, value, "an int >= 1")
     spec, est = _check_task(new_policy, old_policy, objective, advantage, n_groups)
-    token_sum = dataclasses.replace(config, agg="token-sum", max_len=None, group_size=None)
+    token_sum = _token_sum(config)
     gen = torch.Generator().manual_seed(seed)
     cuda = new_policy.device.type == "cuda"
     laps: dict[str, list[float]] = {stage: [] for stage in STAGES}

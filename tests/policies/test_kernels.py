@@ -42,11 +42,6 @@ def test_counter_uniforms_are_splitmix64_top_bits(dtype, seed):
     assert bool(((u > 0) & (u < 1)).all())
 
 
-def _cdf(policy):
-    cdf = torch.cumsum(torch.softmax(policy.logits, -1), -1)
-    return cdf if policy.n_prompts is not None else cdf.unsqueeze(0)
-
-
 def _policy(family, vocab, dtype, n_prompts, seed=0):
     g = torch.Generator().manual_seed(seed)
     if family == "tabular":
@@ -63,8 +58,8 @@ def test_sampling_kernel_gives_the_torch_reference_tokens(family, dtype, n_promp
     n = 2000
     prompts = None if n_prompts is None else torch.arange(n) % n_prompts
     bos = None if family == "tabular" else vocab
-    fast = K.sample_table_cpu(_cdf(policy), prompts, n, policy.horizon, 77, markov_bos=bos)
-    ref = K.sample_table_torch(_cdf(policy), prompts, n, policy.horizon, 77, markov_bos=bos)
+    fast = K.sample_table_cpu(policy.cdf_table(), prompts, n, policy.horizon, 77, markov_bos=bos)
+    ref = K.sample_table_torch(policy.cdf_table(), prompts, n, policy.horizon, 77, markov_bos=bos)
     assert fast.dtype == torch.int64 and fast.shape == (n, policy.horizon)
     assert torch.equal(fast, ref)
     assert 0 <= int(fast.min()) and int(fast.max()) < vocab
@@ -80,7 +75,7 @@ def test_a_zero_probability_token_is_never_sampled():
 
 def test_sampled_tokens_do_not_depend_on_the_thread_count():
     policy = _policy("markov", 8, torch.float32, None)
-    cdf = _cdf(policy)
+    cdf = policy.cdf_table()
     before = numba.get_num_threads()
     try:
         many = K.sample_table_cpu(cdf, None, 999, policy.horizon, 5, markov_bos=8)
