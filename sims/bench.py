@@ -4,12 +4,12 @@ One workload, measured three ways in the same run: estimate the mean gradient an
 trace of CISPO (verl's 1 ± 0.2 clip, ``token-mean``) with GRPO advantages (groups of K = 8) on a
 ``TabularPolicy`` with T = 64, V = 32, float32, sampling included:
 
-* ``engine``: ``sims.montecarlo.mc_gradient`` (one autograd call of the registered objective
+* ``engine``: ``sims.engines.montecarlo.mc_gradient`` (one autograd call of the registered objective
   per chunk w.r.t. log-probs; on the CPU, numba kernels for the sampling, the log-probs, the
   per-token bookkeeping and the closed-form replica moments; streamed moments). The median of
   ``ENGINE_RUNS`` runs is reported (the shared 2-core machine varies by ±30% between runs);
   every run is in ``engine_seq_per_s_runs``, and ``engine_ms_per_mtok`` splits the time of one
-  chunk into its stages (``sims.montecarlo.profile_chunk``, milliseconds per million tokens);
+  chunk into its stages (``sims.engines.montecarlo.profile_chunk``, milliseconds per million tokens);
 * ``loop``: one autograd call through the policy logits per sampled sequence (its term of the
   replica's loss), accumulated into the replica's gradient;
 * ``vmap``: ``torch.func.vmap(torch.func.grad(f))`` over replicas, where ``f`` is a
@@ -37,8 +37,8 @@ from policies.neural import GRUPolicy
 from policies.tabular import TabularPolicy
 from sims import objectives as O
 from sims.advantages import StdConfig, grpo_advantages
-from sims.exact import exact_estimator_mean
-from sims.montecarlo import MCConfig, mc_gradient, profile_chunk
+from sims.engines.exact import exact_estimator_mean
+from sims.engines.montecarlo import MCConfig, mc_gradient, profile_chunk
 
 T, V, K = 64, 32, 8
 CHUNK = 500  # replicas per chunk: 256k tokens, so the per-chunk tensors stay in cache
@@ -95,7 +95,7 @@ def bench_engine(device: str, n_replicas: int) -> float:
 
 def bench_stages(device: str, repeats: int) -> dict[str, float]:
     """Milliseconds per million tokens in each stage of the engine's chunk step (median of
-    ``repeats`` chunks of ``CHUNK`` replicas; ``sims.montecarlo.profile_chunk``)."""
+    ``repeats`` chunks of ``CHUNK`` replicas; ``sims.engines.montecarlo.profile_chunk``)."""
     old, new = _policies(device)
     stages = profile_chunk(new, old, _reward, "cispo", CONFIG, "grpo", ADV, n_rep=CHUNK, group_size=K,
                            repeats=repeats)

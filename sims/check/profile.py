@@ -36,7 +36,7 @@ from policies.tasks import TokenCount
 from sims.check.inputs import DTYPE, Batch, VariantError, evaluate
 from sims.check.result import CheckResult
 from sims.check.specs import Spec, make_spec
-from sims.exact import exact_objective
+from sims.engines.exact import exact_objective
 from sims.registry import OBJECTIVES
 
 __all__ = ["ProfileConfig", "estimator_profile", "bias_variance_profile", "COLUMNS"]

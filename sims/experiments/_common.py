@@ -23,7 +23,7 @@ import torch
 from scipy import stats
 
 from sims._checks import require
-from sims.montecarlo import MCConfig
+from sims.engines.montecarlo import MCConfig
 
 LEVEL = 0.95  # confidence level of every interval in the report
 MC_BATCHES = 20  # batch means behind every Monte Carlo interval (MCConfig.n_batches)

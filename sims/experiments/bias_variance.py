@@ -14,9 +14,9 @@ for the per-sequence ``seq_is`` loss, ``seq-mean-token-sum`` for the rest); the 
 * truncated sequence IS ``seq_is(cap=C)`` (w_t = min(R, C)·A);
 * CISPO ``cispo`` (w_t = min(ρ_t, 1 + ε_high)·A, MiniMax-M1's upper cap).
 
-Measured per T: the exact expected gradient E_old[ĝ] by enumeration (``sims.exact``), so the
+Measured per T: the exact expected gradient E_old[ĝ] by enumeration (``sims.engines.exact``), so the
 bias ‖E ĝ − ∇J‖/‖∇J‖ is exact; the variance trace tr Cov(ĝ)/‖∇J‖² by Monte Carlo
-(``sims.montecarlo``) with a 95% interval; and for longer T the variance of the sequence ratio
+(``sims.engines.montecarlo``) with a 95% interval; and for longer T the variance of the sequence ratio
 itself against its closed form Var R = Π_t(1 + χ²_t) − 1 (papers.md §11.1), with the fraction of
 weights outside [1e-3, 1e3] and the Kish ESS.
 """
@@ -35,10 +35,10 @@ from policies.perturb import perturb
 from policies.tabular import TabularPolicy
 from policies.tasks import TokenCount
 from sims._checks import require
-from sims.exact import exact_estimator_mean, exact_objective
+from sims.engines.exact import exact_estimator_mean, exact_objective
 from sims.experiments._common import (Estimate, Result, check_replicas, figure, mc_config, mean_interval, save, seeded,
                                       variance_interval)
-from sims.montecarlo import mc_gradient
+from sims.engines.montecarlo import mc_gradient
 from sims.objectives import CispoConfig, GspoConfig, ReinforceConfig, SeqIsConfig
 
 NAME = "bias_variance"

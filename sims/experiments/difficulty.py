@@ -8,7 +8,7 @@ constant w (RLOO: w = 1; the group mean: (K−1)/K). It is computed exactly by r
 registered advantage estimator on every configuration (r_1, m successes among the other K − 1
 samples) and averaging over m ~ Binomial(K − 1, p). With dynamic sampling the expectation is
 conditioned on the group being kept (``sims.filters.dynamic_sampling`` decides which are), i.e.
-per *trained* group. A Monte Carlo check through ``sims.montecarlo.mc_gradient`` (one-token
+per *trained* group. A Monte Carlo check through ``sims.engines.montecarlo.mc_gradient`` (one-token
 bandit, the real sampling path) must cover the exact w(p)·∇p at a few p.
 
 Also: the zero-signal fraction f(p) = P(group dropped) against the published p^G + (1−p)^G, the
@@ -33,7 +33,7 @@ from sims._checks import require
 from sims.advantages import NoConfig, StdConfig
 from sims.experiments._common import Estimate, Published, Result, check_replicas, figure, mc_config, normal_interval, save
 from sims.filters import DynamicSamplingConfig, dynamic_sampling
-from sims.montecarlo import mc_gradient
+from sims.engines.montecarlo import mc_gradient
 from sims.objectives import ReinforceConfig
 from sims.registry import get_advantage
 

@@ -35,10 +35,10 @@ from policies.tasks import TargetMatch, reward_length_covariance
 from sims._checks import require
 from sims.advantages import NoConfig, StdConfig
 from sims.algorithms import ALGORITHMS, algorithm_loss
-from sims.exact import exact_group_estimator_mean, exact_objective
+from sims.engines.exact import exact_group_estimator_mean, exact_objective
 from sims.experiments._common import (Estimate, Published, Result, check_replicas, figure, mc_config, normal_interval,
                                       save, seeded)
-from sims.montecarlo import mc_gradient
+from sims.engines.montecarlo import mc_gradient
 from sims.objectives import PpoClipConfig, ppo_clip
 
 NAME = "length_bias"

@@ -12,7 +12,7 @@ from policies.neural import GRUPolicy
 from policies.perturb import perturb
 from policies.table import mean_token_divergence
 from policies.tabular import TabularPolicy
-from sims.exact import exact_objective
+from sims.engines.exact import exact_objective
 
 
 def _g(seed=0):

@@ -78,7 +78,7 @@ def test_real_quick_bench_produces_every_key():
     assert (result["device"], result["T"], result["V"]) == ("cpu", 64, 32)
     runs = result["engine_seq_per_s_runs"]
     assert len(runs) == 3 and result["engine_seq_per_s"] == sorted(runs)[1]  # the median
-    from sims.montecarlo import STAGES
+    from sims.engines.montecarlo import STAGES
     stages = result["engine_ms_per_mtok"]
     assert list(stages) == list(STAGES) and all(v > 0 for v in stages.values())
 

@@ -1,10 +1,10 @@
 r"""The Monte Carlo engine's per-token bookkeeping, fused (numba on the CPU, torch elsewhere).
 
-After the autograd call, ``sims.montecarlo`` needs, per chunk of replicas, three things from
+After the autograd call, ``sims.engines.montecarlo`` needs, per chunk of replicas, three things from
 the ``[N, T]`` tensors, each one pass in the fused kernel instead of about ten in eager torch:
 
 * the gradient weights under the chosen aggregation, w_it = -c_i ∂L_sum/∂ℓ_it, where c_i is
-  the aggregation's per-sequence normaliser (``sims.montecarlo._normaliser``);
+  the aggregation's per-sequence normaliser (``sims.engines.montecarlo._normaliser``);
 * per sequence, the number of valid tokens whose weight is exactly 0, and the number of valid
   tokens (for the zero-weight fraction);
 * per sequence, log R_i = Σ_t m_it (ℓ_it - ℓ^old_it), the log sequence importance ratio (for

@@ -1,11 +1,11 @@
-"""sims.kernels: the fused token statistics against their torch reference."""
+"""sims.engines.kernels: the fused token statistics against their torch reference."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from sims.kernels import token_stats_cpu, token_stats_torch
+from sims.engines.kernels import token_stats_cpu, token_stats_torch
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -9,7 +9,7 @@ For each chunk of replicas:
    unnormalised weight (every aggregation is linear with a normaliser c_i that is constant
    within a sequence — ``theory.aggregation`` derives it — so the weight under ``agg`` is
    c_i times the token-sum weight); c_i is computed per replica, and one fused pass
-   (``sims.kernels.token_stats``) scales the weights and counts zero weights and log ratios;
+   (``sims.engines.kernels.token_stats``) scales the weights and counts zero weights and log ratios;
 3. the policy turns the weights into Σ_r g_r and Σ_r g_r ⊙ g_r for the per-replica gradients
    g_r = Σ_{i∈r,t} w_it ∇θ log π(o_it) (``replica_score_moments``). Table policies (tabular,
    Markov) do it in closed form — with H_r the weighted (row, token) histogram of replica r
@@ -43,7 +43,7 @@ from torch import Tensor
 
 from policies.tasks import RewardFn, call_reward
 from sims._checks import check_policy_pair, require
-from sims.kernels import token_stats
+from sims.engines.kernels import token_stats
 from sims.registry import get_advantage, get_objective
 
 GROUP_LOCAL_ADVANTAGES = ("raw", "group_mean", "drgrpo", "grpo", "rloo", "nsr", "psr")
@@ -169,7 +169,7 @@ def mc_gradient(new_policy, old_policy, reward_fn: RewardFn, objective: str, con
     For a prompt-conditioned policy the G groups of a replica use prompts 0..G-1 (so
     ``n_groups`` must equal the policy's P) and ``reward_fn(tokens, mask, prompts)`` is
     called with the prompt ids; otherwise ``reward_fn(tokens, mask)``. ``truth`` (e.g.
-    ``sims.exact.exact_objective(new_policy, reward_fn)[1]``) enables the bias, cosine and
+    ``sims.engines.exact.exact_objective(new_policy, reward_fn)[1]``) enables the bias, cosine and
     MSE. Sampling uses only ``torch.Generator().manual_seed(mc.seed)``.
     """
     spec, est = _check_task(new_policy, old_policy, objective, advantage, mc.n_groups)

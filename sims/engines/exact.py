@@ -36,7 +36,6 @@ from sims._checks import check_policy_pair, require
 from sims.aggregation import token_weights
 from sims.registry import get_advantage, get_objective
 
-
 # the aggregation a single sequence (or a group with equal lengths) is aggregated with
 _SINGLE = {
     "token-mean": "seq-mean-token-mean",

@@ -10,7 +10,7 @@ from policies.perturb import perturb
 from policies.tabular import TabularPolicy
 from sims import objectives as O
 from sims.advantages import NoConfig, StdConfig
-from sims.exact import exact_estimator_mean, exact_group_estimator_mean, exact_objective
+from sims.engines.exact import exact_estimator_mean, exact_group_estimator_mean, exact_objective
 from theory import importance
 
 

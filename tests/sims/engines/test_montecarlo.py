@@ -22,8 +22,8 @@ from policies.tabular import TabularPolicy
 from policies.tasks import TokenCount, calibrate
 from sims import objectives as O
 from sims.advantages import NoConfig, StdConfig
-from sims.exact import exact_group_estimator_mean, exact_objective
-from sims.montecarlo import MCConfig, _chunk, _normaliser, mc_gradient
+from sims.engines.exact import exact_group_estimator_mean, exact_objective
+from sims.engines.montecarlo import MCConfig, _chunk, _normaliser, mc_gradient
 from sims.registry import get_advantage, get_objective
 
 _Z = 5.0
@@ -208,7 +208,7 @@ def test_policy_and_truth_errors():
 
 
 def test_profile_chunk_times_every_stage_of_the_chunk_step():
-    from sims.montecarlo import STAGES, profile_chunk
+    from sims.engines.montecarlo import STAGES, profile_chunk
 
     old, new = _pair()
     stages = profile_chunk(new, old, _two_ones, "cispo", O.CispoConfig(), "grpo", StdConfig(),

@@ -1,0 +1,52 @@
+"""Reference values of GSPO, GSPO-token and GMPO on the literal 2x3 batch of ``reference`` (derived by hand).
+
+Each test states the per-token loss, the aggregated loss and ∂loss/∂logp (= -w), then compares the
+torch result in float64."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sims import objectives as O
+from tests.sims.objectives.reference import batch, check
+
+
+
+
+S0, S1 = 0.75 ** (1 / 3), 1.8 ** 0.5  # geometric-mean ratios of the two sequences
+
+
+def test_gspo_reference_values():
+    # s = [0.75^(1/3), 1.8^(1/2)]; default eps (3e-4, 4e-4) do not bind here: A>0 with s<1, A<0 with s>1
+    # L_i = -Ā_i s_i; loss = (-s0 + s1)/2; ∂/∂ℓ_it = (1/B)(-Ā_i s_i / T_i) = [-s0/6, +s1/4]
+    check(O.gspo, O.GspoConfig(), (-S0 + S1) / 2, [[-S0 / 6] * 3, [S1 / 4, S1 / 4, 0.0]])
+
+
+def test_gspo_clipped_reference_values():
+    # flipped advantages, eps (0.05, 0.2): seq 0 (A=-1, s0=0.9086 < 0.95) -> L = max(s0, 0.95) = 0.95,
+    # seq 1 (A=+1, s1=1.342 > 1.2) -> L = max(-s1, -1.2) = -1.2: both clipped, zero gradient
+    adv = -batch()[2]
+    diag = check(O.gspo, O.GspoConfig(eps_low=0.05, eps_high=0.2), (0.95 - 1.2) / 2,
+                  [[0.0] * 3, [0.0] * 3], adv=adv)
+    assert diag["clip_frac_low"].item() == pytest.approx(3 / 5)
+    assert diag["clip_frac_high"].item() == pytest.approx(2 / 5)
+
+
+def test_gspo_token_reference_values():
+    # same value and gradient as gspo when A is per sequence: ∂/∂ℓ_it = c_it·(-A s_i) = (1/(B T_i))(-A s_i)
+    check(O.gspo_token, O.GspoConfig(), (-S0 + S1) / 2, [[-S0 / 6] * 3, [S1 / 4, S1 / 4, 0.0]])
+
+
+def test_gmpo_reference_values():
+    # d = log ρ; eps = 0.4 in log space.
+    # seq 0 (A>0): d̃ = min(d, clip(d)) = [0, 0.4 (clipped: ln 1.5 = 0.405 > 0.4), ln 0.5 (unclipped)]
+    #   g0 = exp((0 + 0.4 + ln 0.5)/3); ∂/∂ℓ = (1/2)(-g0/3) on tokens 0 and 2, 0 on token 1
+    # seq 1 (A<0): d̃ = max(d, clip(d)) = [ln 2, ln 0.9] (both unclipped); g1 = sqrt(1.8)
+    #   ∂/∂ℓ = (1/2)(+g1/2)
+    g0 = math.exp((0.4 + math.log(0.5)) / 3)
+    g1 = math.sqrt(1.8)
+    diag = check(O.gmpo, O.GmpoConfig(), (-g0 + g1) / 2,
+                  [[-g0 / 6, 0.0, -g0 / 6], [g1 / 4, g1 / 4, 0.0]])
+    assert diag["clip_frac_high"].item() == pytest.approx(1 / 5)
