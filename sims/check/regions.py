@@ -30,7 +30,10 @@ What each ``SignMap`` holds (per sign of A and base):
   while a clamp or mask sits at the same ratio in both precisions). When the loss cannot run in
   float32, the float64 weight must be subnormal (< 2.2e-308) instead. Misjudged: a structural
   zero next to a weight that is already below 1e-8·sup and that float32 flushes to 0 (reported as
-  underflow; the difference is invisible to training). ``maps_agree`` ignores underflow intervals;
+  underflow; e.g. SAPO's gate cut hard at ρ = 30, where its weight is ~1e-11: the difference is
+  invisible to training), and a loss that computes in float64 whatever its inputs' dtype (the
+  float32 probe then sees the float64 value, so a real underflow is reported as a zero region).
+  ``maps_agree`` ignores underflow intervals;
 * ``negative``: intervals where ``w/A < 0`` (the update pushes against the advantage); their
   finite ends are the sign changes;
 * ``tail_high``, ``tail_low``: ``|w/A|`` at ``ρ = e^{±TAIL}`` = e^{±10.25}, e^{±20.5}, e^{±30.75}
