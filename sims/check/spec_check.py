@@ -1,12 +1,16 @@
 """Spec checks: does the loss produce the gradient weights of the objective it claims to be?
 
-* ``check_spec_weights``: on random batches (``inputs.batches``; per-token advantages when the
-  spec allows them), ``max |w - w_spec| <= SPEC_RTOL · max(|w_spec|, |w|)`` over the valid
-  tokens, in float64. On a mismatch, Hypothesis shrinks the input and the card shows the
-  smallest failing batch with the expected and actual weights.
-* ``check_spec_regions``: the zero-weight intervals over (ratio, sign of A) and the boundedness
-  in the ratio (``sims.check.regions``) equal the spec's, on ratios from 1e-6 to 1e6 — regions the
-  random batches rarely reach (a missing dual-clip shows only at ρ > c with A < 0).
+* ``check_spec_weights``: ``max |w - w_spec| <= SPEC_RTOL · max(|w_spec|, |w|)`` over the valid
+  tokens, in float64, on random batches (``inputs.batches``; per-token advantages when the spec
+  allows them) and, when they all pass, on the fixed targeted family of ``sims.check.targeted``
+  (rows sweeping the mean log-ratio and mean KL across common sequence-gate thresholds: the same
+  batches at every seed, so a sequence-level gate is found at every seed). Random first, so an
+  ordinary mismatch gets Hypothesis' shrunk counterexample; a targeted mismatch shows the failing
+  batch, reduced to one group when one fails alone. Both show the expected and actual weights.
+* ``check_spec_regions``: the structural zero-weight intervals, the intervals where w/A < 0 and
+  the boundedness in the ratio over (ratio, sign of A, base probability) (``sims.check.regions``)
+  equal the spec's, on log-ratios in [-31, 31] — regions the random batches rarely reach (a
+  missing dual-clip shows only at ρ > c with A < 0). Float64 underflow is not compared.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from sims.check.inputs import Batch, Layout, VariantError, batches, evaluate, ro
 from sims.check.regions import format_map, maps_agree, region_map
 from sims.check.result import CheckResult, max_mismatch, search
 from sims.check.specs import Spec
+from sims.check.targeted import describe_failure, first_failure, sequence_gate_batches, simplify_targeted
 
 __all__ = ["SPEC_RTOL", "check_spec_weights", "check_spec_regions", "weight_mismatch"]
 
@@ -39,23 +44,40 @@ def weight_mismatch(fn: Callable[..., Any], spec: Spec, b: Batch, rtol: float = 
 
 def check_spec_weights(fn: Callable[..., Any], spec: Spec, layout: Layout, *, examples: int, seed: int,
                        rtol: float = SPEC_RTOL) -> CheckResult:
-    """The gradient weights equal the spec's on random batches (see the module docstring)."""
-    strategy = batches(layout, per_token_adv=spec.advantage_level == "token")
-    found = search(strategy, lambda b: weight_mismatch(fn, spec, b, rtol), examples=examples, seed=seed)
+    """The gradient weights equal the spec's on ``examples`` random batches, then on the targeted
+    family (see the module docstring)."""
+    failure = lambda b: weight_mismatch(fn, spec, b, rtol)  # noqa: E731
     name = f"spec: gradient weights equal {spec.name}'s"
+    strategy = batches(layout, per_token_adv=spec.advantage_level == "token")
+    found = search(strategy, failure, examples=examples, seed=seed)
     if found.failed:
         return CheckResult(name, "spec", False,
                            f"smallest failing input found (of {found.tried} tried, then shrunk):\n"
                            f"{found.example.describe()}\n{found.reason}",
                            {"tried": found.tried, "reason": found.reason, "spec": spec.describe(),
                             "input": _batch_data(found.example)})
+    targeted = sequence_gate_batches(layout)
+    hit = first_failure(targeted, failure)
+    tried = found.tried + (len(targeted) if hit is None else hit[0] + 1)
+    if hit is not None:
+        index, batch = hit
+        example = simplify_targeted(batch, failure)
+        reason = failure(example)
+        return CheckResult(name, "spec", False,
+                           f"{found.tried} random batches passed; "
+                           f"{describe_failure(index, len(targeted), example is not batch)}\n"
+                           f"{example.describe()}\n{reason}",
+                           {"tried": tried, "targeted": len(targeted), "reason": reason,
+                            "spec": spec.describe(), "input": _batch_data(example)})
     return CheckResult(name, "spec", True,
-                       f"{found.tried} random batches: max |w - w_spec| <= {rtol:g} x max|w| (float64); "
-                       f"spec {spec.describe()}", {"tried": found.tried, "rtol": rtol, "spec": spec.describe()})
+                       f"{found.tried} random + {len(targeted)} targeted batches: max |w - w_spec| <= {rtol:g} x "
+                       f"max|w| (float64); spec {spec.describe()}",
+                       {"tried": tried, "targeted": len(targeted), "rtol": rtol, "spec": spec.describe()})
 
 
 def check_spec_regions(fn: Callable[..., Any], spec: Spec, layout: Layout) -> CheckResult:
-    """Zero-weight intervals and ratio-boundedness equal the spec's (ρ in [1e-6, 1e6])."""
+    """Zero-weight and w/A < 0 intervals and ratio-boundedness equal the spec's at every base
+    probability (log ρ in [-31, 31]; ``sims.check.regions``)."""
     name = f"spec: zero-weight regions and ratio bounds equal {spec.name}'s"
     expected = region_map(spec.loss, layout.group_size)
     try:

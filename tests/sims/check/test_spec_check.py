@@ -40,3 +40,32 @@ def test_the_region_check_sees_what_random_batches_miss():
     r = check_spec_regions(planted.ppo_without_dual_clip, spec, LAYOUT)
     assert not r.passed and "A < 0" in r.detail
     assert check_spec_regions(lambda *a: correct.ppo_clip(*a, dual_clip_c=3.0), spec, LAYOUT).passed
+
+
+def opsm_ppo(logp, old_logp, adv, mask, delta=0.5):
+    """GRPO-style PPO clip with TRL's off-policy sequence mask: sequences with A < 0 and mean
+    per-token KL mean(old_logp - logp) > δ are dropped (not in the ppo_clip spec)."""
+    kl = ((old_logp - logp).detach() * mask).sum(-1) / mask.sum(-1)
+    keep = ((adv[:, 0] >= 0) | (kl <= delta)).to(logp.dtype)[:, None]
+    return (correct._ppo_per_token(logp, old_logp, adv) * mask * keep).sum() / mask.sum()
+
+
+def test_a_sequence_level_gate_is_found_at_every_seed():
+    spec = make_spec("ppo_clip", group_size=2)
+    results = [check_spec_weights(opsm_ppo, spec, LAYOUT, examples=30, seed=seed) for seed in range(10)]
+    assert not any(r.passed for r in results)
+    assert all("expected w = " in r.detail and "actual   w = " in r.detail for r in results)
+    # the targeted family is what finds it where the random batches miss it (at some seeds)
+    by_targeted = [r for r in results if "targeted input" in r.detail]
+    assert by_targeted and all("random batches passed" in r.detail and r.data["targeted"] > 0 for r in by_targeted)
+    for seed in range(3):
+        ok = check_spec_weights(correct.ppo_clip, spec, LAYOUT, examples=30, seed=seed)
+        assert ok.passed and "random + " in ok.detail and " targeted batches" in ok.detail
+
+
+def test_the_region_check_ignores_underflow_and_compares_every_base():
+    # SAPO's gate underflows beyond ρ ≈ 38: not a zero region, so the correct twin passes
+    assert check_spec_regions(correct.sapo, make_spec("sapo", group_size=2), LAYOUT).passed
+    # a ratio-only cap where the spec's gate depends on π (SGS-CISPO's S(P) for A > 0)
+    r = check_spec_regions(correct.cispo, make_spec("sgs_cispo", group_size=2), LAYOUT)
+    assert not r.passed and r.detail.startswith("base prob 0.9: A > 0: max |w/A|")
