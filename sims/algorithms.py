@@ -23,7 +23,7 @@ from sims.advantages import broadcast_to_tokens
 from sims.aggregation import agg_fields
 from sims.filters import DynamicSamplingConfig, select_groups
 from sims.kl import KL_ESTIMATOR_NAMES, KLConfig, kl_in_reward, kl_penalty
-from sims.registry import config_dict, get_advantage, get_group_filter, get_objective
+from sims.registry import config_dict, get_advantage, get_group_filter, get_objective, require_callable_by
 
 __all__ = ["KLTerm", "Algorithm", "ALGORITHMS", "get_algorithm", "algorithm_loss", "describe"]
 
@@ -211,7 +211,9 @@ def algorithm_loss(
     if max_len is not None:
         updates["max_len"] = max_len
     config = dataclasses.replace(algorithm.objective_config, **updates)
-    loss, obj_diag = get_objective(algorithm.objective).loss_fn(logp, old_logp, adv_tokens, mask, config=config)
+    spec = get_objective(algorithm.objective)
+    require_callable_by(spec, "algorithm_loss", independent_batches=False)  # no rollout_logp here
+    loss, obj_diag = spec.loss_fn(logp, old_logp, adv_tokens, mask, config=config)
     diag.update(obj_diag)
     if algorithm.kl is not None and algorithm.kl.placement == "loss":
         kl_config = KLConfig(estimator=algorithm.kl.estimator, **agg_fields(config))

@@ -13,20 +13,22 @@ from typing import Any, Callable
 
 from sims import advantages as adv_mod
 from sims import objectives as obj
-from sims._checks import require_choice
+from sims._checks import require, require_choice
 from sims.aggregation import AGGREGATIONS, AggregationSpec
 from sims.filters import DynamicSamplingConfig, dynamic_sampling
 from theory import cispo as th_cispo
+from theory import dppo as th_dppo
 from theory import gspo as th_gspo
 from theory import ppo_clip as th_ppo
 from theory import reinforce as th_reinforce
+from theory import rollout as th_rollout
 from theory import sapo as th_sapo
 from theory._core import TheoryEntry
 
 __all__ = [
     "ObjectiveSpec", "AdvantageSpec", "KLEstimatorSpec", "GroupFilterSpec",
     "OBJECTIVES", "ADVANTAGES", "AGGREGATIONS", "KL_ESTIMATORS", "GROUP_FILTERS",
-    "get_objective", "get_advantage", "get_aggregation", "get_group_filter", "config_dict",
+    "get_objective", "objective_inputs", "require_callable_by", "get_advantage", "get_aggregation", "get_group_filter", "config_dict",
 ]
 
 
@@ -42,7 +44,20 @@ class ObjectiveSpec:
             objective uses the per-sequence mean advantage Ā_i.
         summary: one line.
         reference: paper (arXiv id).
-        theory: its symbolic derivation (``theory``), which the battery checks the code against.
+        theory: its symbolic derivation (``theory``), which the battery checks the code against;
+            ``None`` only for a batch-coupled objective (``batch_coupled`` says why).
+        inputs: extra ``[B, T]`` constant tensors the objective REQUIRES, passed as keyword-only
+            arguments of the same name: ``("rollout_logp",)`` for the rollout-correction
+            objectives (``loss_fn(logp, old_logp, adv, mask, *, config, rollout_logp)``). A
+            generic caller that cannot supply them must skip the objective explicitly.
+        batch_coupled: ``None`` when each sequence's per-token losses depend on that sequence
+            only (the objective has a per-sequence sympy twin); otherwise the reason the loss of
+            a token depends on the rest of the (micro-)batch (KL-Cov / Clip-Cov select tokens by
+            a batch covariance). Batch-coupled objectives have no theory entry, and the engines
+            (which evaluate many independent batches as one) refuse them.
+        exempt_properties: ``(property name, reason)`` pairs: the ``pgverify check`` properties
+            (``sims.check.properties``) that the objective violates *by design*, so a conforming
+            trainer loss fails them too (e.g. DRO's zero-advantage weight is not 0).
     """
 
     name: str
@@ -52,6 +67,9 @@ class ObjectiveSpec:
     summary: str
     reference: str
     theory: TheoryEntry | None
+    inputs: tuple[str, ...] = ()
+    batch_coupled: str | None = None
+    exempt_properties: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,6 +143,51 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {
         "sgs_cispo", obj.sgs_cispo, obj.SgsCispoConfig, "token",
         "CISPO times the seed's Smooth Gradient Scaling S = 1 - sigmoid(k(P - tau)) for A > 0",
         "the seed essay (shared/seed), claims C12-C15", th_cispo.SGS_CISPO),
+    "dro": ObjectiveSpec(
+        "dro", obj.dro, obj.DroConfig, "token",
+        "-(A*logp - beta/2*(logp - old_logp)^2): REINFORCE plus a k2-to-old proximal penalty",
+        "Kimi Team 2025, arXiv:2501.12599, sec. 2.3.2; verl dro", th_reinforce.DRO,
+        exempt_properties=(
+            ("zero advantage, zero weight",
+             "w = A - beta*(logp - old_logp): the proximal penalty has weight at A = 0 by design"),
+            ("advantage scale equivariance", "the penalty's weight -beta*(logp - old_logp) does not scale with A"),
+        )),
+    "dppo_tv": ObjectiveSpec(
+        "dppo_tv", obj.dppo_tv, obj.DppoConfig, "token",
+        "-A*sg(min(ratio, C))*logp, masked where p - p_old leaves [-delta_low, delta_high] against A",
+        "arXiv:2602.04879 (DPPO Binary-TV); verl dppo_tv", th_dppo.DPPO_TV),
+    "dppo_kl": ObjectiveSpec(
+        "dppo_kl", obj.dppo_kl, obj.DppoConfig, "token",
+        "-A*sg(min(ratio, C))*logp, masked where the binary KL(p_old||p) exceeds delta along A",
+        "arXiv:2602.04879 (DPPO Binary-KL); verl dppo_kl", th_dppo.DPPO_KL),
+    "kl_cov": ObjectiveSpec(
+        "kl_cov", obj.kl_cov, obj.KlCovConfig, "token",
+        "-A*ratio, plus kappa*|logp - old_logp| on the top-k tokens of the batch covariance C",
+        "Cui et al. 2025, arXiv:2505.22617, sec. 4; verl kl_cov", None,
+        batch_coupled="tokens are selected by the covariance of A and logp with their means over the batch",
+        exempt_properties=(
+            ("group locality", "the covariance uses the batch means of A and logp"),
+            ("zero advantage, zero weight",
+             "a selected token's penalty weight -kappa*sign(logp - old_logp) does not depend on A"),
+            ("advantage scale equivariance", "the penalty's weight does not scale with A"),
+        )),
+    "clip_cov": ObjectiveSpec(
+        "clip_cov", obj.clip_cov, obj.ClipCovConfig, "token",
+        "PPO clip with up to k tokens of covariance lb < C < ub detached (random draw as verl, or all)",
+        "Cui et al. 2025, arXiv:2505.22617, sec. 4; verl clip_cov", None,
+        batch_coupled="tokens are selected by the covariance of A and logp with their means over the batch",
+        exempt_properties=(
+            ("group locality", "the covariance uses the batch means of A and logp"),
+            ("advantage scale equivariance", "the candidate window lb < C < ub is not scale-invariant"),
+            ("on-policy reduction to REINFORCE", "a selected token has weight 0 at ratio 1"),
+            ("batch-permutation invariance",
+             "with selection='random' the draw (torch.randperm) follows the row order of the candidates"),
+        )),
+    "ppo_clip_rollout_is": ObjectiveSpec(
+        "ppo_clip_rollout_is", obj.ppo_clip_rollout_is, obj.PpoClipRolloutIsConfig, "token",
+        "PPO clip times the detached rollout weight of pi_old/pi_rollout (TIS / MIS / IcePop band)",
+        "Schulman et al. 2017, arXiv:1707.06347; verl rollout_corr_helper (decoupled rollout_is)",
+        th_rollout.PPO_CLIP_ROLLOUT_IS, inputs=("rollout_logp",)),
 }
 
 ADVANTAGES: dict[str, AdvantageSpec] = {
@@ -168,6 +231,28 @@ GROUP_FILTERS: dict[str, GroupFilterSpec] = {
         "drop groups whose rewards are all equal; reports how many were dropped",
         "Yu et al. 2025, arXiv:2503.14476"),
 }
+
+
+def objective_inputs(spec: ObjectiveSpec, **available) -> dict[str, Any]:
+    """The keyword tensors ``spec.loss_fn`` requires (``spec.inputs``), taken from ``available``;
+    ``ValueError`` naming the first missing one."""
+    for name in spec.inputs:
+        require(available.get(name) is not None, name, None,
+                f"a [B, T] tensor: objective {spec.name!r} requires inputs {spec.inputs}")
+    return {name: available[name] for name in spec.inputs}
+
+
+def require_callable_by(spec: ObjectiveSpec, caller: str, *, independent_batches: bool) -> None:
+    """Refuse, with a ``ValueError``, an objective a generic ``caller`` cannot evaluate: one that
+    needs extra inputs (``spec.inputs``: the caller has only logp, old_logp, adv, mask) or, when
+    the caller concatenates ``independent_batches`` into one call, a batch-coupled one (its
+    selection would span all of them)."""
+    require(not spec.inputs, "objective", spec.name,
+            f"an objective without extra inputs: {caller} cannot supply {', '.join(spec.inputs)}")
+    if independent_batches:
+        require(spec.batch_coupled is None, "objective", spec.name,
+                f"a per-sequence objective: {caller} evaluates many independent batches in one call, "
+                f"and {spec.name} is batch-coupled ({spec.batch_coupled})")
 
 
 def get_objective(name: str) -> ObjectiveSpec:

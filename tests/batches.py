@@ -22,6 +22,7 @@ class Batch:
     adv: torch.Tensor  # (B, T)
     mask: torch.Tensor  # (B, T)
     group_size: int
+    rollout_logp: torch.Tensor | None = None  # (B, T) the rollout engine's log-probs, if drawn
 
     @property
     def max_len(self) -> int:
@@ -29,7 +30,9 @@ class Batch:
 
 
 def make_batch(seed: int, n_groups: int, group_size: int, width: int, *, per_token_adv: bool,
-               log_ratio_scale: float = 1.0) -> Batch:
+               log_ratio_scale: float = 1.0, rollout: bool = False) -> Batch:
+    """A random batch; with ``rollout``, also rollout log-probs = old_logp minus another log-ratio
+    in [-1, 1]·scale (drawn last, so the other tensors do not depend on ``rollout``)."""
     g = torch.Generator().manual_seed(seed)
     b = n_groups * group_size
     logp = -(0.01 + 5.99 * torch.rand(b, width, generator=g, dtype=DTYPE))
@@ -43,7 +46,11 @@ def make_batch(seed: int, n_groups: int, group_size: int, width: int, *, per_tok
         adv = (3 * (2 * torch.rand(b, 1, generator=g, dtype=DTYPE) - 1)).expand(b, width).clone()
     # padding holds finite filler values, as real padded batches do
     adv = adv * mask
-    return Batch(logp, old_logp, adv, mask, group_size)
+    rollout_logp = None
+    if rollout:
+        log_w = log_ratio_scale * (2 * torch.rand(b, width, generator=g, dtype=DTYPE) - 1)
+        rollout_logp = torch.clamp(old_logp - log_w, max=0.0)
+    return Batch(logp, old_logp, adv, mask, group_size, rollout_logp)
 
 
 batch_params = st.tuples(

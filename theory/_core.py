@@ -66,12 +66,15 @@ def sigmoid(x: sp.Expr) -> sp.Expr:
 
 @dataclass(frozen=True)
 class Sequence:
-    """Symbols of one sequence of ``n`` tokens: log-probs ℓ_t, old log-probs, advantages."""
+    """Symbols of one sequence of ``n`` tokens: log-probs ℓ_t, old log-probs, advantages, and the
+    rollout engine's log-probs ℓ^roll_t (read only by entries with ``"rollout_logp"`` in
+    ``TheoryEntry.inputs``)."""
 
     n: int
     logp: tuple[sp.Symbol, ...]
     old_logp: tuple[sp.Symbol, ...]
     adv: tuple[sp.Symbol, ...]
+    rollout_logp: tuple[sp.Symbol, ...] = ()
 
     @classmethod
     def make(cls, n: int) -> "Sequence":
@@ -80,7 +83,12 @@ class Sequence:
             tuple(sp.symbols(f"l1:{n + 1}", negative=True)),
             tuple(sp.symbols(f"lold1:{n + 1}", negative=True)),
             tuple(sp.symbols(f"A1:{n + 1}", real=True)),
+            tuple(sp.symbols(f"lroll1:{n + 1}", negative=True)),
         )
+
+    def mean(self, xs) -> sp.Expr:
+        """(1/n) Σ_t x_t."""
+        return sp.Add(*xs) / self.n
 
     def ratio(self, t: int) -> sp.Expr:
         """ρ_t = exp(ℓ_t - ℓold_t)."""
@@ -116,6 +124,8 @@ class TheoryEntry:
         region_ratio: which ratio the regions are over: ``"token"`` (ρ_t), ``"sequence"``
             (the geometric-mean sequence ratio s_i, for GSPO) or ``"log"`` (ρ_t, with the
             breakpoints given as log-ratios, for GMPO's log-space clip).
+        inputs: extra per-token inputs the losses read (``("rollout_logp",)``: ``seq.rollout_logp``);
+            their values are passed to ``sequence_weights`` by keyword.
     """
 
     name: str
@@ -124,6 +134,7 @@ class TheoryEntry:
     reference: str
     breakpoints: Callable[[dict[str, Any]], list[sp.Expr]] = lambda p: []
     region_ratio: str = "token"
+    inputs: tuple[str, ...] = ()
 
 
 def _structure(entry: TheoryEntry, config: Any) -> tuple[tuple[str, Any], ...]:
@@ -174,22 +185,28 @@ def _weight_function(entry: TheoryEntry, n: int, structure) -> tuple[Callable, t
     params = _params(structure)
     weights = derive_weights(entry, seq, params)
     symbols = [params[name] for name, v in structure if v == "symbol"]
-    args = [*seq.logp, *seq.old_logp, *seq.adv, *symbols]
+    extra = [x for name in entry.inputs for x in getattr(seq, name)]
+    args = [*seq.logp, *seq.old_logp, *seq.adv, *extra, *symbols]
     fn = lambdify(args, weights)
     return fn, tuple(name for name, v in structure if v == "symbol")
 
 
-def sequence_weights(entry: TheoryEntry, logp, old_logp, adv, config) -> np.ndarray:
+def sequence_weights(entry: TheoryEntry, logp, old_logp, adv, config, **inputs) -> np.ndarray:
     """Numeric w_t (before the aggregation normaliser) for one sequence, from the derivation.
 
     Args:
         logp, old_logp, adv: 1-D float arrays of the sequence's valid tokens.
         config: the objective's config (any dataclass with the objective's fields).
+        inputs: the arrays named in ``entry.inputs`` (e.g. ``rollout_logp=...``), same length.
     """
     n = len(logp)
+    missing = set(entry.inputs) - set(inputs)
+    if missing:
+        raise ValueError(f"{entry.name} needs inputs {sorted(missing)}; allowed: keyword arrays {entry.inputs}")
     fn, names = _weight_function(entry, n, _structure(entry, config))
     values = [float(getattr(config, name)) for name in names]
-    out = fn(*map(float, logp), *map(float, old_logp), *map(float, adv), *values)
+    extra = [float(x) for name in entry.inputs for x in inputs[name]]
+    out = fn(*map(float, logp), *map(float, old_logp), *map(float, adv), *extra, *values)
     return np.asarray(out, dtype=np.float64).reshape(n)
 
 

@@ -24,11 +24,18 @@ def _lower(p):
     return None if p["eps_low"] is None else 1 - p["eps_low"]
 
 
+def _dual_clip(loss: sp.Expr, a: sp.Expr, p) -> sp.Expr:
+    """min(L, -c·A) where A < 0 (dual-clip, Ye et al. 2020), when ``dual_clip_c`` is set."""
+    c = p.get("dual_clip_c")
+    return loss if c is None else sp.Piecewise((sp.Min(loss, -c * a), a < 0), (loss, True))
+
+
 def gspo_losses(seq: Sequence, p) -> list[sp.Expr]:
-    """J_GSPO's per-sequence term min(s Â, clip(s) Â), negated and broadcast (Zheng et al. 2025)."""
+    """J_GSPO's per-sequence term min(s Â, clip(s) Â), negated and broadcast (Zheng et al. 2025),
+    optionally dual-clipped."""
     s = sp.exp(seq.log_seq_ratio / seq.n)
     a = seq.mean_adv
-    return [sp.Max(-a * s, -a * clip(s, _lower(p), 1 + p["eps_high"]))] * seq.n
+    return [_dual_clip(sp.Max(-a * s, -a * clip(s, _lower(p), 1 + p["eps_high"])), a, p)] * seq.n
 
 
 def gspo_token_losses(seq: Sequence, p) -> list[sp.Expr]:
@@ -38,7 +45,7 @@ def gspo_token_losses(seq: Sequence, p) -> list[sp.Expr]:
     for t in range(seq.n):
         s_hat = sg(s) * sp.exp(seq.logp[t] - sg(seq.logp[t]))
         a = seq.adv[t]
-        out.append(sp.Max(-a * s_hat, -a * clip(s_hat, _lower(p), 1 + p["eps_high"])))
+        out.append(_dual_clip(sp.Max(-a * s_hat, -a * clip(s_hat, _lower(p), 1 + p["eps_high"])), a, p))
     return out
 
 

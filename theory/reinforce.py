@@ -10,6 +10,11 @@ normaliser of ``seq-mean-token-mean`` turns it into (1/B)·min(R, C)·Ā).
 A
 >>> ratio_weight(REINFORCE, {"is_level": "token", "is_mode": "truncate", "is_cap": sp.Symbol("C", positive=True)})
 A*Min(C, rho)
+
+``dro``: L_t = -(ℓ_t A_t - ½β(ℓ_t - ℓold_t)²), so w_t = A_t - β(ℓ_t - ℓold_t): not 0 at A = 0.
+
+>>> ratio_weight(DRO, {"beta": sp.Symbol("beta", positive=True)})
+A - beta*log(rho)
 """
 
 from __future__ import annotations
@@ -49,3 +54,11 @@ REINFORCE = TheoryEntry("reinforce", reinforce_losses, ("is_level", "is_mode"),
                         "Williams 1992; TIS (Yao et al. 2025); MIS (Liu, Li et al. 2025)",
                         breakpoints=_is_breakpoints)
 SEQ_IS = TheoryEntry("seq_is", seq_is_losses, (), "Precup, Sutton, Singh 2000; seed claim C02")
+
+
+def dro_losses(seq: Sequence, p) -> list[sp.Expr]:
+    """L_t = -(ℓ_t A_t - ½β(ℓ_t - ℓold_t)²) (Kimi-1.5, arXiv:2501.12599 §2.3.2; verl ``dro``)."""
+    return [-(l * a - p["beta"] / 2 * (l - o) ** 2) for l, o, a in zip(seq.logp, seq.old_logp, seq.adv)]
+
+
+DRO = TheoryEntry("dro", dro_losses, (), "Kimi Team 2025, arXiv:2501.12599, §2.3.2; verl dro")

@@ -22,18 +22,22 @@ def _normalisers(mode: str, lengths: tuple[int, ...], group_size: int, max_len: 
                                                       max_len_value=max_len))
 
 
-def batch_weights(entry: TheoryEntry, logp, old_logp, adv, mask, config) -> np.ndarray:
+def batch_weights(entry: TheoryEntry, logp, old_logp, adv, mask, config, **inputs) -> np.ndarray:
     """The derived gradient weight ``w [B, T]`` (0 on padding) for arrays of shape ``[B, T]``.
 
     Accepts numpy arrays or CPU tensors (converted with ``np.asarray``); ``config`` is the
-    objective's config (its ``agg``, ``max_len`` and ``group_size`` choose the normaliser).
+    objective's config (its ``agg``, ``max_len`` and ``group_size`` choose the normaliser);
+    ``inputs`` are the ``[B, T]`` arrays named in ``entry.inputs`` (e.g. ``rollout_logp``).
     """
     logp, old_logp, adv, mask = (np.asarray(x, dtype=np.float64) for x in (logp, old_logp, adv, mask))
+    inputs = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
     valid = [np.flatnonzero(row) for row in mask]
     lengths = tuple(len(v) for v in valid)
     group_size = config.group_size or 1
     c = _normalisers(config.agg, lengths, group_size, config.max_len)
     out = np.zeros_like(logp)
     for i, idx in enumerate(valid):
-        out[i, idx] = c[i] * sequence_weights(entry, logp[i, idx], old_logp[i, idx], adv[i, idx], config)
+        row_inputs = {k: v[i, idx] for k, v in inputs.items()}
+        out[i, idx] = c[i] * sequence_weights(entry, logp[i, idx], old_logp[i, idx], adv[i, idx], config,
+                                              **row_inputs)
     return out

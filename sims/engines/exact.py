@@ -34,7 +34,7 @@ from torch import Tensor
 from policies.tasks import RewardFn, call_reward
 from sims._checks import check_policy_pair, require
 from sims.aggregation import token_weights
-from sims.registry import get_advantage, get_objective
+from sims.registry import get_advantage, get_objective, require_callable_by
 
 # the aggregation a single sequence (or a group with equal lengths) is aggregated with
 _SINGLE = {
@@ -79,6 +79,8 @@ def _per_sequence_weights(objective: str, config: Any, logp: Tensor, old_logp: T
     """w [N, T] of N independent batch-of-one estimators, from one autograd call: with a
     ``seq-mean-*`` aggregation over N sequences the loss is (1/N) Σ_i loss_i."""
     spec = get_objective(objective)
+    # N batch-of-one estimators in one call: no extra inputs to give, no batch-coupled selection
+    require_callable_by(spec, "the exact engine", independent_batches=True)
     agg = _SINGLE[config.agg]
     cfg = dataclasses.replace(config, agg=agg, group_size=None)
     logp = logp.detach().clone().requires_grad_(True)

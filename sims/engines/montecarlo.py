@@ -44,7 +44,7 @@ from torch import Tensor
 from policies.tasks import RewardFn, call_reward
 from sims._checks import check_policy_pair, require
 from sims.engines.kernels import token_stats
-from sims.registry import get_advantage, get_objective
+from sims.registry import get_advantage, get_objective, require_callable_by
 
 GROUP_LOCAL_ADVANTAGES = ("raw", "group_mean", "drgrpo", "grpo", "rloo", "nsr", "psr")
 
@@ -241,6 +241,8 @@ def _check_task(new_policy, old_policy, objective: str, advantage: str, n_groups
     require(advantage in GROUP_LOCAL_ADVANTAGES, "advantage", advantage,
             "one of " + ", ".join(GROUP_LOCAL_ADVANTAGES) + " (per-group estimators)")
     spec, est = get_objective(objective), get_advantage(advantage)
+    # replicas are concatenated into one call: no extra inputs to give, no batch-coupled selection
+    require_callable_by(spec, "the Monte Carlo engine", independent_batches=True)
     check_policy_pair(new_policy, old_policy)
     require(old_policy.n_prompts in (None, n_groups), "n_groups", n_groups,
             f"the policy's number of prompts P={old_policy.n_prompts} (group g uses prompt g)")

@@ -21,9 +21,12 @@ means no lower bound.
 No log-ratio is clamped: ratios are computed exactly, so a huge log-ratio overflows as it
 would in float arithmetic rather than being silently altered.
 
-One module per family, mirroring ``theory/``: ``reinforce`` (REINFORCE, TIS/MIS, sequence IS),
-``ppo_clip``, ``gspo`` (GSPO, GSPO-token, GMPO), ``cispo`` (CISPO, SGS-CISPO) and ``sapo``; each
-symbolic twin is the ``theory`` module of the same name. Every public name is re-exported here,
+One module per family, mirroring ``theory/``: ``reinforce`` (REINFORCE, TIS/MIS, sequence IS,
+DRO), ``ppo_clip`` (with OPSM), ``gspo`` (GSPO, GSPO-token with optional dual-clip, GMPO),
+``cispo`` (CISPO, SGS-CISPO), ``sapo``, ``dppo`` (DPPO binary TV / KL trust regions) and
+``rollout`` (rollout-correction weights, PPO x rollout IS; objectives taking ``rollout_logp``);
+each symbolic twin is the ``theory`` module of the same name. ``cov`` (KL-Cov, Clip-Cov) selects
+tokens by a batch covariance and has no per-sequence twin. Every public name is re-exported here,
 so ``from sims.objectives import cispo`` gives the function.
 """
 
@@ -35,9 +38,26 @@ from sims.objectives.cispo import (
     sgs_cispo,
     sgs_scale,
 )
+from sims.objectives.cov import (
+    SELECTIONS,
+    ClipCovConfig,
+    KlCovConfig,
+    clip_cov,
+    kl_cov,
+    token_covariance,
+    top_covariance_tokens,
+)
+from sims.objectives.dppo import DppoConfig, binary_kl, dppo_kl, dppo_tv
 from sims.objectives.gspo import GmpoConfig, GspoConfig, gmpo, gspo, gspo_token
-from sims.objectives.ppo_clip import PpoClipConfig, ppo_clip
-from sims.objectives.reinforce import ReinforceConfig, SeqIsConfig, reinforce, seq_is
+from sims.objectives.ppo_clip import PpoClipConfig, opsm_mask, ppo_clip
+from sims.objectives.reinforce import DroConfig, ReinforceConfig, SeqIsConfig, dro, reinforce, seq_is
+from sims.objectives.rollout import (
+    ROLLOUT_LEVELS,
+    ROLLOUT_MODES,
+    PpoClipRolloutIsConfig,
+    ppo_clip_rollout_is,
+    rollout_is_weight,
+)
 from sims.objectives.sapo import SapoConfig, sapo
 
 __all__ = [
@@ -49,4 +69,10 @@ __all__ = [
     "CispoConfig", "cispo",
     "SapoConfig", "sapo",
     "SgsCispoConfig", "sgs_cispo", "sgs_scale", "P_MODES",
+    "DroConfig", "dro",
+    "DppoConfig", "dppo_tv", "dppo_kl", "binary_kl",
+    "KlCovConfig", "kl_cov", "ClipCovConfig", "clip_cov", "SELECTIONS",
+    "token_covariance", "top_covariance_tokens",
+    "PpoClipRolloutIsConfig", "ppo_clip_rollout_is", "rollout_is_weight",
+    "ROLLOUT_LEVELS", "ROLLOUT_MODES", "opsm_mask",
 ]

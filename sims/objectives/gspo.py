@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from sims._checks import require, require_finite_number
 from sims.aggregation import AggConfig, agg_fields, aggregate_valid
 from sims.objectives._common import (
     _check_eps_low,
@@ -30,17 +31,31 @@ class GspoConfig(AggConfig):
     Attributes:
         eps_low: lower clip of the sequence ratio s, 0 < eps_low < 1, or ``None``.
         eps_high: upper clip of s, eps_high > 0. The paper uses (3e-4, 4e-4).
+        dual_clip_c: dual-clip constant c > 1, or ``None`` (off; the paper and verl's ``gspo``
+            have none): where the advantage is negative the loss is min(L, -c·A), so the
+            sequence ratio's weight drops to 0 above s = c (as PPO's dual-clip does for ρ).
         agg: default ``seq-mean-token-mean`` = the paper's (1/G) Σ_i over sequences.
     """
 
     agg: str = "seq-mean-token-mean"
     eps_low: float | None = 3e-4
     eps_high: float = 4e-4
+    dual_clip_c: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_eps_low(self.eps_low)
         _check_pos("eps_high", self.eps_high)
+        if self.dual_clip_c is not None:
+            require_finite_number("dual_clip_c", self.dual_clip_c)
+            require(self.dual_clip_c > 1, "dual_clip_c", self.dual_clip_c, "None or c > 1 (finite)")
+
+
+def _dual_clip(loss: Tensor, adv: Tensor, config: GspoConfig) -> Tensor:
+    """min(L, -c·A) where A < 0 (dual-clip), L elsewhere or when ``dual_clip_c`` is None."""
+    if config.dual_clip_c is None:
+        return loss
+    return torch.where(adv < 0, torch.minimum(loss, -config.dual_clip_c * adv), loss)
 
 
 def _gspo_diagnostics(diag, log_s, s_adv, config, m):
@@ -50,6 +65,9 @@ def _gspo_diagnostics(diag, log_s, s_adv, config, m):
     diag["seq_ratio_mean"] = s.mean()
     diag["clip_frac_low"] = _frac(low.expand_as(m), m).detach()
     diag["clip_frac_high"] = _frac(((s_adv > 0) & (s > 1.0 + config.eps_high)).expand_as(m), m).detach()
+    dual = (torch.zeros_like(s, dtype=torch.bool) if config.dual_clip_c is None
+            else (s_adv < 0) & (s > config.dual_clip_c))
+    diag["dual_clip_frac"] = _frac(dual.expand_as(m), m).detach()
     return diag
 
 
@@ -60,10 +78,11 @@ def gspo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, config: G
         s_i = \exp\!\Big(\tfrac{1}{T_i}\textstyle\sum_t m_{it}(\ell_{it}-\ell^{old}_{it})\Big),\quad
         L_i = \max\big(-\bar A_i s_i,\; -\bar A_i\,\mathrm{clip}(s_i, 1-\epsilon_{low}, 1+\epsilon_{high})\big)
 
-    ``L_i`` is broadcast over the tokens of sequence i and aggregated. Since ∇s_i = s_i·(1/T_i)
-    Σ_t ∇ℓ_it, the gradient weight is ``w_it = (Σ_s c_is)·Ā_i·s_i/T_i``, and exactly 0 where the
-    clip binds (Ā > 0 and s > 1 + eps_high, or Ā < 0 and s < 1 - eps_low). With the default
-    aggregation, w_it = Ā_i s_i / (B T_i).
+    and with dual-clip, where Ā_i < 0, L_i = min(L_i, -c·Ā_i). ``L_i`` is broadcast over the
+    tokens of sequence i and aggregated. Since ∇s_i = s_i·(1/T_i) Σ_t ∇ℓ_it, the gradient weight
+    is ``w_it = (Σ_s c_is)·Ā_i·s_i/T_i``, and exactly 0 where the clip binds (Ā > 0 and
+    s > 1 + eps_high, Ā < 0 and s < 1 - eps_low, or with dual-clip Ā < 0 and s > c). With the
+    default aggregation, w_it = Ā_i s_i / (B T_i).
 
     Args:
         logp, old_logp, adv, mask: ``[B, T]``; Ā_i is the masked mean of ``adv`` over sequence i.
@@ -72,11 +91,12 @@ def gspo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, config: G
     Returns:
         ``(loss, diagnostics)``; diagnostics: ``ratio_mean``, ``ratio_max``, ``approx_kl_k1``,
         ``approx_kl_k3``, ``seq_ratio_mean`` (mean of s_i), ``clip_frac_low``,
-        ``clip_frac_high`` (fractions of valid tokens in clipped sequences).
+        ``clip_frac_high``, ``dual_clip_frac`` (fractions of valid tokens in clipped sequences).
 
     References:
         Zheng et al. 2025, "Group Sequence Policy Optimization", arXiv:2507.18071
-        (objective J_GSPO and the definition of s_i).
+        (objective J_GSPO and the definition of s_i). Dual-clip: Ye et al. 2020,
+        arXiv:1912.09729, applied to s_i (AReaL ``c_clip``, OpenRLHF ``dual_clip`` with GSPO).
 
     Notes:
         Under a token-summing aggregation (``token-mean``) the broadcast makes GSPO
@@ -94,7 +114,7 @@ def gspo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, config: G
     s = torch.exp(log_s)
     s_adv = _seq_mean(adv, m)  # (B, 1)
     clipped = torch.clamp(s, min=_lower(config.eps_low), max=1.0 + config.eps_high)
-    per_seq = torch.maximum(-s_adv * s, -s_adv * clipped)  # (B, 1)
+    per_seq = _dual_clip(torch.maximum(-s_adv * s, -s_adv * clipped), s_adv, config)  # (B, 1)
     loss = aggregate_valid(per_seq.expand_as(logp), m, **agg_fields(config))
     return loss, _gspo_diagnostics(diag, log_s, s_adv, config, m)
 
@@ -106,8 +126,8 @@ def gspo_token(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, con
         \hat s_{it} = \mathrm{sg}[s_i]\cdot\frac{\pi_\theta(o_{it})}{\mathrm{sg}[\pi_\theta(o_{it})]},\quad
         L_{it} = \max\big(-A_{it}\hat s_{it},\; -A_{it}\,\mathrm{clip}(\hat s_{it}, 1-\epsilon_{low}, 1+\epsilon_{high})\big)
 
-    ŝ_it equals s_i in value and ∂ŝ_it/∂ℓ_it = s_i, so ``w_it = c_it·A_it·s_i`` (0 where the clip
-    binds). When A_it = A_i for every token, ``gspo_token`` and ``gspo`` have the same value and
+    and with dual-clip, where A_it < 0, L_it = min(L_it, -c·A_it). ŝ_it equals s_i in value and
+    ∂ŝ_it/∂ℓ_it = s_i, so ``w_it = c_it·A_it·s_i`` (0 where a clip binds). When A_it = A_i for every token, ``gspo_token`` and ``gspo`` have the same value and
     gradient under every aggregation: c is constant within a sequence, so Σ_s c_is·s_i/T_i =
     c_it·s_i.
 
@@ -135,7 +155,7 @@ def gspo_token(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, con
     log_s = _seq_mean(logp - old_logp, m)  # (B, 1)
     s_hat = torch.exp(log_s.detach() + logp - logp.detach())  # (B, T)
     clipped = torch.clamp(s_hat, min=_lower(config.eps_low), max=1.0 + config.eps_high)
-    per_token = torch.maximum(-adv * s_hat, -adv * clipped)  # (B, T)
+    per_token = _dual_clip(torch.maximum(-adv * s_hat, -adv * clipped), adv, config)  # (B, T)
     loss = aggregate_valid(per_token, m, **agg_fields(config))
     return loss, _gspo_diagnostics(diag, log_s, _seq_mean(adv, m), config, m)
 

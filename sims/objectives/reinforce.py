@@ -179,3 +179,66 @@ def seq_is(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, config:
     diag["is_weight_mean"] = torch.exp(log_w.detach()).mean()
     diag["is_trunc_frac"] = _frac(over.expand_as(m), m).detach()
     return loss, diag
+
+
+# ----------------------------------------------------------------------------- DRO / Kimi-1.5
+
+
+@dataclass(frozen=True, kw_only=True)
+class DroConfig(AggConfig):
+    """Config of ``dro``.
+
+    Attributes:
+        beta: coefficient β (> 0) of the squared log-ratio penalty ½β(ℓ - ℓ_old)²; verl's
+            ``policy_loss.dro_beta`` (must be > 0; Kimi-1.5 calls it τ). Neither verl nor the
+            paper fixes a value; 0.1 here is this package's choice, not a published default.
+        agg: verl's default ``token-mean``.
+    """
+
+    beta: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_pos("beta", self.beta)
+
+
+def dro(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, config: DroConfig):
+    r"""DRO / Kimi-1.5: REINFORCE plus a squared log-ratio (k2-to-old) proximal penalty.
+
+    .. math::
+        L_{it} = -\Big(\ell_{it} A_{it} - \tfrac{\beta}{2}(\ell_{it} - \ell^{old}_{it})^2\Big),
+        \qquad w_{it} = c_{it}\,\big(A_{it} - \beta(\ell_{it} - \ell^{old}_{it})\big)
+
+    The penalty pulls every token back towards π_old whatever its advantage, so, by design,
+    two ``pgverify check`` properties do not apply: **zero advantage, zero weight** (at A = 0,
+    w = -c·β(ℓ - ℓ_old) ≠ 0 off-policy) and **advantage scale equivariance** (w(kA) ≠ k·w(A)).
+    On-policy (ℓ = ℓ_old) w = c·A, so the reduction to REINFORCE holds.
+
+    Args:
+        logp, old_logp, adv, mask: ``[B, T]``; old_logp and adv are detached.
+        config: ``DroConfig``.
+
+    Returns:
+        ``(loss, diagnostics)``; diagnostics: ``ratio_mean``, ``ratio_max``, ``approx_kl_k1``,
+        ``approx_kl_k3``, ``penalty_mean`` (token mean of ½β(ℓ - ℓ_old)²).
+
+    References:
+        Kimi Team 2025, "Kimi k1.5: Scaling Reinforcement Learning with LLMs", arXiv:2501.12599,
+        §2.3.2 (policy optimization: the surrogate gradient with the τ/2·(log π/π_old)² term).
+        verl ``core_algos.py`` policy loss ``dro`` (``policy_loss.dro_beta``; docs/algo/dro.md);
+        ROLL ``pg_variant="kimi15"``.
+
+    Examples:
+        >>> logp = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+        >>> old = torch.tensor([[-1.0, -3.0]])
+        >>> loss, d = dro(logp, old, torch.zeros(1, 2), torch.ones(1, 2), config=DroConfig(beta=1.0))
+        >>> loss.backward(); logp.grad          # w = A - β(ℓ - ℓ_old) = [0, -1], token-mean /2
+        tensor([[0.0000, 0.5000]])
+    """
+    old_logp, adv, m = _prepare(logp, old_logp, adv, mask)
+    diag = _ratio_diagnostics(logp, old_logp, m)
+    penalty = 0.5 * config.beta * (logp - old_logp) ** 2  # (B, T)
+    per_token = -(logp * adv - penalty)
+    loss = aggregate_valid(per_token, m, **agg_fields(config))
+    diag["penalty_mean"] = _masked_mean(penalty, m).detach()
+    return loss, diag
