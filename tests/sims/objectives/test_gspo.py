@@ -50,3 +50,32 @@ def test_gmpo_reference_values():
     diag = check(O.gmpo, O.GmpoConfig(), (-g0 + g1) / 2,
                   [[-g0 / 6, 0.0, -g0 / 6], [g1 / 4, g1 / 4, 0.0]])
     assert diag["clip_frac_high"].item() == pytest.approx(1 / 5)
+
+
+# ------------------------------------------------------------------ GSPO dual-clip
+
+S0, S1 = 0.75 ** (1 / 3), 1.8 ** 0.5  # s_i = (Π ρ)^{1/T_i}: 0.908560, 1.341641
+
+
+@pytest.mark.parametrize("fn", [O.gspo, O.gspo_token])
+def test_gspo_dual_clip_reference_values(fn):
+    # eps 0.5 (both s inside the clip range). Ā = [1, -1]. Seq 1: L = max(s1, clip(s1)) = s1 = 1.3416
+    # > c = 1.3 -> min(L, -c·Ā) = 1.3, ∂ = 0. Seq 0: L = -s0, w = s0/(B·T_0) = s0/6.
+    # loss = (-s0 + 1.3)/2 (seq-mean-token-mean)
+    cfg = O.GspoConfig(eps_low=0.5, eps_high=0.5, dual_clip_c=1.3)
+    diag = check(fn, cfg, (-S0 + 1.3) / 2, [[-S0 / 6] * 3, [0.0, 0.0, 0.0]])
+    assert diag["dual_clip_frac"].item() == pytest.approx(2 / 5)
+
+
+@pytest.mark.parametrize("fn", [O.gspo, O.gspo_token])
+def test_gspo_without_dual_clip_keeps_the_negative_sequence(fn):
+    # c off (or c = 1.5 > s1): seq 1 keeps w = Ā·s1/(B·T_1) = -s1/4
+    expected = ((-S0 + S1) / 2, [[-S0 / 6] * 3, [S1 / 4, S1 / 4, 0.0]])
+    check(fn, O.GspoConfig(eps_low=0.5, eps_high=0.5), *expected)
+    check(fn, O.GspoConfig(eps_low=0.5, eps_high=0.5, dual_clip_c=1.5), *expected)
+
+
+@pytest.mark.parametrize("bad", [1.0, 0.5, float("inf")])
+def test_gspo_dual_clip_rejects_c_at_most_one(bad):
+    with pytest.raises(ValueError, match="dual_clip_c"):
+        O.GspoConfig(dual_clip_c=bad)
