@@ -170,6 +170,8 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {
             ("zero advantage, zero weight",
              "a selected token's penalty weight -kappa*sign(logp - old_logp) does not depend on A"),
             ("advantage scale equivariance", "the penalty's weight does not scale with A"),
+            ("batch-permutation invariance",
+             "ties in C go to the earlier token (with two valid tokens C is always tied), so row order matters"),
         )),
     "clip_cov": ObjectiveSpec(
         "clip_cov", obj.clip_cov, obj.ClipCovConfig, "token",

@@ -38,7 +38,8 @@ def test_glossary_has_every_diagnostics_key():
     b = make_batch(0, 2, 2, 4, per_token_adv=False)
     keys = set()
     for spec in OBJECTIVES.values():
-        keys |= set(spec.loss_fn(b.logp, b.old_logp, b.adv, b.mask, config=spec.config_cls())[1])
+        extra = {k: b.old_logp for k in spec.inputs}  # rollout_logp: any valid log-probs will do
+        keys |= set(spec.loss_fn(b.logp, b.old_logp, b.adv, b.mask, config=spec.config_cls(), **extra)[1])
     rewards = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
     for algo in ALGORITHMS.values():
         keys |= set(algorithm_loss(algo, b.logp, b.old_logp, rewards, b.mask, ref_logp=b.logp, max_len=4)[1])

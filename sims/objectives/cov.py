@@ -97,8 +97,9 @@ def kl_cov(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, config:
     clip. Gradient weight: ``w = c_it·(A·ρ - κ·sign(ℓ - ℓ_old)·S)`` (sign(0) = 0). Batch-coupled.
     By design the selected tokens' penalty weight does not depend on A, so two ``pgverify
     check`` properties do not apply: **zero advantage, zero weight** and **advantage scale
-    equivariance**; nor does **group locality** (C uses the batch means). On-policy S's
-    penalty has weight 0, so the reduction to REINFORCE holds.
+    equivariance**; nor does **group locality** (C uses the batch means), nor **batch-permutation
+    invariance** when C has ties (broken by position; with two valid tokens C_1 = C_2 always).
+    On-policy the penalty has weight 0, so the reduction to REINFORCE holds.
 
     Args:
         logp, old_logp, adv, mask: ``[B, T]``; old_logp and adv are detached.

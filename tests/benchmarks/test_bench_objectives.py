@@ -23,9 +23,10 @@ def test_bench_objective_loss_and_grad(benchmark, name):
     logp, old, adv, mask = (x.float() for x in (b.logp, b.old_logp, b.adv, b.mask))
     logp.requires_grad_(True)
     cfg = spec.config_cls()
+    extra = {k: old - 0.1 * mask for k in spec.inputs}  # rollout_logp
 
     def step():
-        loss, _ = spec.loss_fn(logp, old, adv, mask, config=cfg)
+        loss, _ = spec.loss_fn(logp, old, adv, mask, config=cfg, **extra)
         return torch.autograd.grad(loss, logp)[0]
 
     benchmark.extra_info["tokens"] = B_GROUPS * K * T

@@ -23,7 +23,9 @@ def _inputs(b=2, t=3):
 
 def _call(name, logp, old, adv, mask, **cfg):
     spec = OBJECTIVES[name]
-    return spec.loss_fn(logp, old, adv, mask, config=spec.config_cls(**cfg))
+    # extra inputs (rollout_logp) valid and of the mask's shape: the error must come from the four
+    extra = {k: -0.5 * torch.ones(mask.shape, dtype=torch.float64) for k in spec.inputs}
+    return spec.loss_fn(logp, old, adv, mask, config=spec.config_cls(**cfg), **extra)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -7,7 +7,10 @@
 * on-policy (logp == old_logp) have REINFORCE's gradient, for the ratio objectives;
 * return detached, finite 0-d diagnostics.
 
-Inputs come from ``tests.batches`` (bounded domains, Hypothesis-drawn seeds, float64).
+Inputs come from ``tests.batches`` (bounded domains, Hypothesis-drawn seeds, float64); objectives
+with extra inputs (``spec.inputs``: ``rollout_logp``) get them drawn, padded and permuted with the
+rest. torch's global RNG is seeded before every call (Clip-Cov's random draw reads it, as verl's
+does); a property an objective violates by design (``spec.exempt_properties``) is skipped by name.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from sims.registry import OBJECTIVES, get_objective
 from tests.batches import batch_params, make_batch
 
 TOL = dict(atol=1e-10, rtol=1e-10)  # float64; the two paths differ only by summation order
-ON_POLICY_REDUCES_TO_REINFORCE = ("ppo_clip", "cispo", "gspo", "gspo_token", "gmpo", "sapo")
+ON_POLICY_REDUCES_TO_REINFORCE = ("ppo_clip", "cispo", "gspo", "gspo_token", "gmpo", "sapo", "dro", "dppo_tv",
+                                  "dppo_kl", "kl_cov")
 
 
 def _config(name, agg, batch):
@@ -36,7 +40,18 @@ def _config(name, agg, batch):
 def _batch(spec, params, **kw):
     seed, n_groups, group_size, width = params
     return make_batch(seed, n_groups, group_size, width,
-                      per_token_adv=spec.advantage_level == "token", **kw)
+                      per_token_adv=spec.advantage_level == "token", rollout=bool(spec.inputs), **kw)
+
+
+def _extra(spec, b, rows=None):
+    """The batch's extra inputs for ``spec`` (``rollout_logp``), optionally permuted by ``rows``."""
+    return {k: getattr(b, k) if rows is None else getattr(b, k)[rows] for k in spec.inputs}
+
+
+def _exempt(spec, prop):
+    reasons = dict(spec.exempt_properties)
+    if prop in reasons:
+        pytest.skip(f"{spec.name}: {prop} does not apply by design: {reasons[prop]}")
 
 
 def _case(name, agg, params):
@@ -46,9 +61,10 @@ def _case(name, agg, params):
     return spec, b, _config(name, agg, b)
 
 
-def _run(spec, cfg, logp, old_logp, adv, mask):
+def _run(spec, cfg, logp, old_logp, adv, mask, **extra):
     logp = logp.clone().requires_grad_(True)
-    loss, diag = spec.loss_fn(logp, old_logp, adv, mask, config=cfg)
+    torch.manual_seed(0)  # Clip-Cov's draw uses the global RNG: the same state on every call
+    loss, diag = spec.loss_fn(logp, old_logp, adv, mask, config=cfg, **extra)
     (grad,) = torch.autograd.grad(loss, logp)
     return loss.detach(), grad, diag
 
@@ -60,7 +76,7 @@ CASES = [(name, agg) for name in OBJECTIVES for agg in AGGREGATIONS]
 @given(params=batch_params)
 def test_all_objectives_finite_loss_and_gradient(name, agg, params):
     spec, b, cfg = _case(name, agg, params)
-    loss, grad, diag = _run(spec, cfg, b.logp, b.old_logp, b.adv, b.mask)
+    loss, grad, diag = _run(spec, cfg, b.logp, b.old_logp, b.adv, b.mask, **_extra(spec, b))
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert torch.isfinite(grad).all()
     assert (grad[b.mask == 0] == 0).all()
@@ -77,9 +93,10 @@ def test_all_objectives_stop_gradient_old_logp_and_adv(name, agg, params):
     logp = b.logp.clone().requires_grad_(True)
     old_logp = b.old_logp.clone().requires_grad_(True)
     adv = b.adv.clone().requires_grad_(True)
-    loss, _ = spec.loss_fn(logp, old_logp, adv, b.mask, config=cfg)
-    g_old, g_adv = torch.autograd.grad(loss, (old_logp, adv), allow_unused=True)
-    for g in (g_old, g_adv):
+    extra = {k: v.clone().requires_grad_(True) for k, v in _extra(spec, b).items()}
+    loss, _ = spec.loss_fn(logp, old_logp, adv, b.mask, config=cfg, **extra)
+    grads = torch.autograd.grad(loss, (old_logp, adv, *extra.values()), allow_unused=True)
+    for g in grads:
         assert g is None or (g == 0).all()
 
 
@@ -87,13 +104,14 @@ def test_all_objectives_stop_gradient_old_logp_and_adv(name, agg, params):
 @given(params=batch_params)
 def test_all_objectives_padding_invariant(name, agg, params):
     spec, b, cfg = _case(name, agg, params)
-    loss, grad, _ = _run(spec, cfg, b.logp, b.old_logp, b.adv, b.mask)
+    loss, grad, _ = _run(spec, cfg, b.logp, b.old_logp, b.adv, b.mask, **_extra(spec, b))
     pad = 3
     gen = torch.Generator().manual_seed(params[0])
     filler = lambda: -torch.rand(b.logp.shape[0], pad, generator=gen, dtype=b.logp.dtype)  # noqa: E731
     padded = [torch.cat([x, filler()], dim=1) for x in (b.logp, b.old_logp, b.adv)]
+    extra = {k: torch.cat([v, filler()], dim=1) for k, v in _extra(spec, b).items()}
     mask = torch.cat([b.mask, torch.zeros(b.mask.shape[0], pad, dtype=b.mask.dtype)], dim=1)
-    loss_p, grad_p, _ = _run(spec, cfg, *padded, mask)
+    loss_p, grad_p, _ = _run(spec, cfg, *padded, mask, **extra)
     torch.testing.assert_close(loss_p, loss, **TOL)
     torch.testing.assert_close(grad_p[:, : b.max_len], grad, **TOL)
     assert (grad_p[:, b.max_len:] == 0).all()
@@ -103,13 +121,15 @@ def test_all_objectives_padding_invariant(name, agg, params):
 @given(params=batch_params)
 def test_all_objectives_batch_permutation_invariant(name, agg, params):
     spec, b, cfg = _case(name, agg, params)
-    loss, grad, _ = _run(spec, cfg, b.logp, b.old_logp, b.adv, b.mask)
+    _exempt(spec, "batch-permutation invariance")
+    loss, grad, _ = _run(spec, cfg, b.logp, b.old_logp, b.adv, b.mask, **_extra(spec, b))
     gen = torch.Generator().manual_seed(params[0] + 1)
     n_groups, k = b.logp.shape[0] // b.group_size, b.group_size
     # permute the groups, and the samples inside every group (prompt-token-mean needs groups intact)
     perm = torch.cat([g * k + torch.randperm(k, generator=gen)
                       for g in torch.randperm(n_groups, generator=gen).tolist()])
-    loss_p, grad_p, _ = _run(spec, cfg, b.logp[perm], b.old_logp[perm], b.adv[perm], b.mask[perm])
+    loss_p, grad_p, _ = _run(spec, cfg, b.logp[perm], b.old_logp[perm], b.adv[perm], b.mask[perm],
+                             **_extra(spec, b, perm))
     torch.testing.assert_close(loss_p, loss, **TOL)
     torch.testing.assert_close(grad_p, grad[perm], **TOL)
 
@@ -195,3 +215,24 @@ def test_registry_entry_is_complete(name):
         assert section in doc, f"{name} docstring lacks {section}"
     assert spec.advantage_level in ("token", "sequence")
     assert "agg" in {f.name for f in dataclasses.fields(cfg)}
+    for extra in spec.inputs:  # required, keyword-only, documented
+        assert params[extra].kind is inspect.Parameter.KEYWORD_ONLY
+        assert params[extra].default is inspect.Parameter.empty
+        assert extra in doc
+    assert (spec.theory is None) == (spec.batch_coupled is not None)
+    # the pass/fail property names of sims.check.properties
+    names = {"padding invariance", "batch-permutation invariance", "group locality",
+             "zero advantage, zero weight", "advantage scale equivariance", "on-policy reduction to REINFORCE"}
+    for prop, reason in spec.exempt_properties:
+        assert prop in names and reason, prop
+
+
+def test_generic_callers_refuse_what_they_cannot_call():
+    from sims.registry import require_callable_by
+
+    with pytest.raises(ValueError, match="cannot supply rollout_logp"):
+        require_callable_by(OBJECTIVES["ppo_clip_rollout_is"], "x", independent_batches=False)
+    with pytest.raises(ValueError, match="batch-coupled"):
+        require_callable_by(OBJECTIVES["clip_cov"], "x", independent_batches=True)
+    require_callable_by(OBJECTIVES["clip_cov"], "x", independent_batches=False)
+    require_callable_by(OBJECTIVES["ppo_clip"], "x", independent_batches=True)

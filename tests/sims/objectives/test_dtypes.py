@@ -18,7 +18,8 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", ["reinforce", "seq_is", "ppo_clip", "gspo", "gspo_token", "gmpo",
-                                  "cispo", "sapo", "sgs_cispo"])
+                                  "cispo", "sapo", "sgs_cispo", "dro", "dppo_tv", "dppo_kl", "kl_cov",
+                                  "clip_cov", "ppo_clip_rollout_is"])
 def test_objective_float32_and_device_match_float64_cpu(name, device):
     from sims.registry import OBJECTIVES
 
@@ -28,8 +29,10 @@ def test_objective_float32_and_device_match_float64_cpu(name, device):
     results = []
     for dtype, dev in ((torch.float64, "cpu"), (torch.float32, device)):
         lp = logp.to(dtype=dtype, device=dev).requires_grad_(True)
+        extra = {k: (old - 0.2 * mask).to(dtype=dtype, device=dev) for k in spec.inputs}  # rollout_logp
+        torch.manual_seed(0)  # clip_cov's draw reads the global RNG
         loss, _ = spec.loss_fn(lp, old.to(dtype=dtype, device=dev), adv.to(dtype=dtype, device=dev),
-                               mask.to(dtype=dtype, device=dev), config=cfg)
+                               mask.to(dtype=dtype, device=dev), config=cfg, **extra)
         (g,) = torch.autograd.grad(loss, lp)
         assert loss.dtype == dtype and loss.device.type == dev
         results.append((loss.double().cpu(), g.double().cpu()))
