@@ -66,11 +66,15 @@ def _gspo_ratio(logp, old_logp, mask):
     return torch.exp(_seq_mean(logp - old_logp.detach(), mask))
 
 
-def gspo(logp, old_logp, adv, mask, eps_low=3e-4, eps_high=4e-4):
-    """GSPO (Zheng et al. 2025): s_i = (π/π_old)^{1/|o_i|}, clipped surrogate per sequence, mean over i."""
+def gspo(logp, old_logp, adv, mask, eps_low=3e-4, eps_high=4e-4, dual_clip_c=None):
+    """GSPO (Zheng et al. 2025): s_i = (π/π_old)^{1/|o_i|}, clipped surrogate per sequence, mean over i;
+    optional dual-clip min(L, -c·A) for A < 0 on the sequence ratio."""
     a = _seq_mean(adv.detach(), mask)
     s = _gspo_ratio(logp, old_logp, mask)
-    return torch.maximum(-a * s, -a * s.clamp(1 - eps_low, 1 + eps_high)).mean()
+    per_seq = torch.maximum(-a * s, -a * s.clamp(1 - eps_low, 1 + eps_high))
+    if dual_clip_c is not None:
+        per_seq = torch.where(a < 0, torch.minimum(per_seq, -dual_clip_c * a), per_seq)
+    return per_seq.mean()
 
 
 def gspo_token(logp, old_logp, adv, mask, eps_low=3e-4, eps_high=4e-4):
@@ -121,6 +125,102 @@ def kl_k3_plus(logp, ref_logp, adv, mask):
     return _token_mean(k3.detach() + k2 - k2.detach(), mask)
 
 
+def grpo_opsm(logp, old_logp, adv, mask, off_policy_mask_threshold=0.05):
+    """TRL GRPO with OPSM (DeepSeek-V3.2): a token with A < 0 of a sequence whose mean
+    (ℓ_samp - ℓ) exceeds δ loses its loss (ℓ_samp = old here); the masked tokens still count in
+    the token-mean's denominator."""
+    a = adv.detach()
+    lp = logp.detach()
+    kl = ((old_logp.detach() - lp) * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True)
+    keep = ((a >= 0) | (kl <= off_policy_mask_threshold)).to(logp.dtype)
+    return _token_mean(_ppo_per_token(logp, old_logp, adv) * keep, mask)
+
+
+def bypass_pg_is(logp, old_logp, adv, mask, rollout_is_threshold=2.0):
+    """verl bypass mode, ``loss_type=reinforce`` (old := rollout): -sg(min(π/π_roll, C))·A·log π,
+    seq-mean-token-sum (``compute_policy_loss_reinforce``'s default). In bypass mode the trainer
+    passes the rollout log-probs in the old_logp slot (two policies)."""
+    w = torch.exp(logp - old_logp).clamp(max=rollout_is_threshold).detach()
+    return -(w * adv.detach() * logp * mask).sum() / logp.shape[0]
+
+
+def dro(logp, old_logp, adv, mask, dro_beta=0.1):
+    """verl ``dro`` / Kimi-1.5: -(ℓ·A - ½β(ℓ - ℓ_old)²), token-mean."""
+    d = logp - old_logp.detach()
+    return _token_mean(-(logp * adv.detach() - 0.5 * dro_beta * d * d), mask)
+
+
+def _dppo(logp, old_logp, adv, mask, keep, clip_ratio_c):
+    ratio = torch.exp(torch.clamp(logp - old_logp, max=torch.log(torch.tensor(clip_ratio_c)).item()))
+    return _token_mean(-adv.detach() * ratio.detach() * logp * keep.to(logp.dtype), mask)
+
+
+def dppo_tv(logp, old_logp, adv, mask, clip_ratio_low=0.2, clip_ratio_high=0.2, clip_ratio_c=3.0):
+    """verl ``dppo_tv`` (DPPO-Binary-TV, arXiv:2602.04879): -A·sg(min(ρ, C))·ℓ·valid, valid =
+    [p - p_old <= δ_hi] if A > 0 else [p - p_old >= -δ_lo]."""
+    a, old = adv.detach(), old_logp.detach()
+    diff = (logp.exp() - old.exp()).detach()
+    keep = torch.where(a > 0, diff <= clip_ratio_high, diff >= -clip_ratio_low)
+    return _dppo(logp, old, a, mask, keep, clip_ratio_c)
+
+
+def dppo_kl(logp, old_logp, adv, mask, clip_ratio_low=0.2, clip_ratio_high=0.2, clip_ratio_c=3.0):
+    """verl ``dppo_kl`` (DPPO-Binary-KL): keep if D <= δ or the token moved against its advantage,
+    D = p_old log(p_old/p) + (1 - p_old) log((1 - p_old)/(1 - p)) (0·log 0 = 0)."""
+    a, old, lp = adv.detach(), old_logp.detach(), logp.detach()
+    p_old, q_old = old.exp(), -torch.expm1(old)
+    q = -torch.expm1(lp)
+    rest = torch.where(q_old > 0, q_old * (torch.log(q_old) - torch.log(q)), torch.zeros_like(q))
+    d = p_old * (old - lp) + rest
+    keep = torch.where(a > 0, (d <= clip_ratio_high) | (lp <= old), (d <= clip_ratio_low) | (lp >= old))
+    return _dppo(logp, old, a, mask, keep, clip_ratio_c)
+
+
+def _covariance(logp, adv, mask):
+    valid = mask > 0
+    a, lp = adv.detach(), logp.detach()
+    return (a - a[valid].mean()) * (lp - lp[valid].mean()), valid
+
+
+def kl_cov(logp, old_logp, adv, mask, kl_cov_ratio=2e-4, ppo_kl_coef=0.1):
+    """verl ``kl_cov``: -A·ρ, plus κ|ℓ - ℓ_old| on the top-k tokens by C = (A - Ā)(ℓ - ℓ̄) (valid-token
+    means), k = max(1, int(ratio·N)); ties to the earlier token (a stable sort: ``topk``'s tie order
+    is unspecified)."""
+    a = adv.detach()
+    d = logp - old_logp.detach()
+    cov, valid = _covariance(logp, adv, mask)
+    flat_idx = torch.nonzero(valid.reshape(-1), as_tuple=True)[0]
+    k = max(1, int(len(flat_idx) * kl_cov_ratio))
+    top = flat_idx[torch.sort(cov.reshape(-1)[flat_idx], descending=True, stable=True).indices[:k]]
+    pen = torch.zeros(logp.numel(), dtype=logp.dtype)
+    pen[top] = 1.0
+    return _token_mean(-a * torch.exp(d) + ppo_kl_coef * d.abs() * pen.reshape(logp.shape), mask)
+
+
+def clip_cov(logp, old_logp, adv, mask, clip_cov_ratio=2e-4, clip_cov_lb=1.0, clip_cov_ub=5.0, eps=0.2):
+    """verl ``clip_cov``: PPO clip, with up to k tokens of lb < C < ub (not already clipped) drawn by
+    torch.randperm on the global RNG and their loss multiplied by 0."""
+    a = adv.detach()
+    ratio = torch.exp(logp - old_logp.detach())
+    l1, l2 = -a * ratio, -a * ratio.clamp(1 - eps, 1 + eps)
+    cov, valid = _covariance(logp, adv, mask)
+    cov = torch.where(valid & ~(l2 > l1), cov, torch.full_like(cov, -torch.inf))
+    idx = torch.nonzero((cov > clip_cov_lb) & (cov < clip_cov_ub) & valid)
+    corr = torch.ones_like(a)
+    if len(idx) > 0:
+        k = max(int(clip_cov_ratio * valid.sum().item()), 1)
+        idx = idx[torch.randperm(len(idx))[:k]]
+        corr[idx[:, 0], idx[:, 1]] = 0.0
+    return _token_mean(torch.maximum(l1, l2) * corr, mask)
+
+
+def ppo_clip_rollout_is(logp, old_logp, adv, mask, rollout_logp, rollout_is_threshold=2.0):
+    """verl decoupled rollout correction: vanilla PPO clip (π_θ/π_old) times the detached token
+    TIS weight min(π_old/π_roll, C), applied after clipping; token-mean."""
+    w = torch.exp(old_logp.detach() - rollout_logp.detach()).clamp(max=rollout_is_threshold)
+    return _token_mean(_ppo_per_token(logp, old_logp, adv) * w, mask)
+
+
 @dataclass(frozen=True)
 class Correct:
     """A correct implementation and the spec it implements."""
@@ -148,4 +248,20 @@ CORRECT = (
     Correct(sapo, "sapo"),
     Correct(sgs_cispo, "sgs_cispo"),
     Correct(kl_k3_plus, "kl", {"estimator": "k2"}),
+    Correct(gspo, "gspo", {"dual_clip_c": 1.5}, {"dual_clip_c": 1.5}),
+    Correct(grpo_opsm, "ppo_clip", {"opsm_delta": 0.05}),
+    Correct(bypass_pg_is, "reinforce", {"is_level": "token", "is_cap": 2.0}),
+    Correct(dro, "dro"),
+    Correct(dppo_tv, "dppo_tv"),
+    Correct(dppo_kl, "dppo_kl", {"delta_low": 0.05, "delta_high": 0.05},
+            {"clip_ratio_low": 0.05, "clip_ratio_high": 0.05}),
+    Correct(kl_cov, "kl_cov", {"kl_cov_ratio": 0.1}, {"kl_cov_ratio": 0.1}),
+    # ratio 1: every candidate is detached, so verl's random draw is the same at any RNG state
+    Correct(clip_cov, "clip_cov", {"clip_cov_ratio": 1.0}, {"clip_cov_ratio": 1.0}),
+)
+
+CORRECT_ROLLOUT = (
+    # takes rollout_logp (ObjectiveSpec.inputs): for the checker once it supplies it; until then
+    # tests/sims/check/test_rollout_twins.py compares it with the registry spec directly
+    Correct(ppo_clip_rollout_is, "ppo_clip_rollout_is"),
 )

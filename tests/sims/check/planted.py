@@ -141,6 +141,70 @@ def token_mean_padded_width(logp, old_logp, adv, mask, eps=0.2):
     return (_ppo_per_token(logp, old_logp, adv, eps, eps) * mask).sum() / mask.numel()
 
 
+def dppo_tv_ratio_mask(logp, old_logp, adv, mask, eps=0.2, clip_ratio_c=3.0):
+    """DPPO-Binary-TV misread as PPO's ratio trust region: the mask tests ρ against 1 ± δ instead of
+    the probability difference p - p_old (arXiv:2602.04879's point: the region depends on p)."""
+    a = adv.detach()
+    ratio = torch.exp(logp - old_logp.detach()).detach()
+    keep = torch.where(a > 0, ratio <= 1 + eps, ratio >= 1 - eps).to(logp.dtype)
+    return _token_mean(-a * ratio.clamp(max=clip_ratio_c) * logp * keep, mask)
+
+
+def dro_penalty_sign_flipped(logp, old_logp, adv, mask, dro_beta=0.1):
+    """DRO with the proximal term's sign flipped (-ℓA - ½β d² instead of -(ℓA - ½β d²)): the update is
+    pushed away from π_old."""
+    d = logp - old_logp.detach()
+    return _token_mean(-logp * adv.detach() - 0.5 * dro_beta * d * d, mask)
+
+
+def kl_cov_penalty_everywhere(logp, old_logp, adv, mask, kl_cov_ratio=0.1, ppo_kl_coef=0.1):
+    """KL-Cov with the |ℓ - ℓ_old| penalty on every token instead of the top-k covariance tokens."""
+    d = logp - old_logp.detach()
+    return _token_mean(-adv.detach() * torch.exp(d) + ppo_kl_coef * d.abs(), mask)
+
+
+def clip_cov_uncentred(logp, old_logp, adv, mask, lb=1.0, ub=5.0, eps=0.2):
+    """Clip-Cov with C = A·ℓ, the batch means not subtracted (the covariance is uncentred), all
+    candidates detached (ratio 1)."""
+    a = adv.detach()
+    ratio = torch.exp(logp - old_logp.detach())
+    l1, l2 = -a * ratio, -a * ratio.clamp(1 - eps, 1 + eps)
+    c = a * logp.detach()
+    drop = (c > lb) & (c < ub) & (mask > 0) & ~(l2 > l1)
+    return _token_mean(torch.maximum(l1, l2) * (~drop).to(logp.dtype), mask)
+
+
+def opsm_drops_positive_too(logp, old_logp, adv, mask, delta=0.05):
+    """OPSM applied whatever the sign of A: DeepSeek-V3.2 masks only A < 0 sequences (positive
+    off-policy samples still teach)."""
+    kl = _seq_mean(old_logp.detach() - logp.detach(), mask)[:, None]
+    keep = (kl <= delta).to(logp.dtype)
+    return _token_mean(_ppo_per_token(logp, old_logp, adv) * keep, mask)
+
+
+def bypass_tis_inverted(logp, old_logp, adv, mask, threshold=2.0):
+    """Bypass-mode TIS (old_logp = the rollout log-probs) with the ratio upside down,
+    min(π_roll/π_θ, C)."""
+    w = torch.exp(old_logp.detach() - logp).clamp(max=threshold).detach()
+    return -(w * adv.detach() * logp * mask).sum() / logp.shape[0]
+
+
+def gspo_without_dual_clip(logp, old_logp, adv, mask, eps_low=3e-4, eps_high=4e-4, dual_clip_c=3.0):
+    """GSPO configured with dual-clip c but never applying it (the class of verl #783)."""
+    a = _seq_mean(adv.detach(), mask)
+    s = torch.exp(_seq_mean(logp - old_logp.detach(), mask))
+    return torch.maximum(-a * s, -a * s.clamp(1 - eps_low, 1 + eps_high)).mean()
+
+
+def ppo_clip_rollout_is_before_clip(logp, old_logp, adv, mask, rollout_logp, threshold=2.0):
+    """The rollout weight folded into the ratio before clipping (clip(ω·ρ)) instead of multiplying
+    the clipped loss (verl applies rollout_is_weights after clipping)."""
+    w = torch.exp(old_logp.detach() - rollout_logp.detach()).clamp(max=threshold)
+    r = w * torch.exp(logp - old_logp.detach())
+    a = adv.detach()
+    return _token_mean(torch.maximum(-a * r, -a * r.clamp(0.8, 1.2)), mask)
+
+
 @dataclass(frozen=True)
 class Planted:
     """A planted bug, the spec it is checked against, and the check that must flag it."""
@@ -179,5 +243,22 @@ PLANTED = (
     Planted(mis_token_level, "TRL #4493", SPEC_WEIGHTS, "reinforce",
             {"is_level": "sequence", "is_mode": "mask", "is_cap": 2.0}),
     Planted(token_mean_padded_width, "normaliser over padded width", "padding invariance"),
+    Planted(dppo_tv_ratio_mask, "DPPO arXiv:2602.04879 (probability, not ratio, trust region)", SPEC_REGIONS,
+            "dppo_tv"),
+    Planted(dro_penalty_sign_flipped, "verl dro sign", SPEC_WEIGHTS, "dro"),
+    Planted(kl_cov_penalty_everywhere, "verl kl_cov (top-k only)", SPEC_WEIGHTS, "kl_cov", {"kl_cov_ratio": 0.1}),
+    Planted(clip_cov_uncentred, "Entropy Mechanism arXiv:2505.22617 (centred covariance)", SPEC_WEIGHTS,
+            "clip_cov", {"clip_cov_ratio": 1.0}),
+    Planted(opsm_drops_positive_too, "DeepSeek-V3.2 OPSM (A < 0 only)", SPEC_WEIGHTS, "ppo_clip",
+            {"opsm_delta": 0.05}),
+    Planted(bypass_tis_inverted, "verl bypass_mode reinforce", SPEC_WEIGHTS, "reinforce",
+            {"is_level": "token", "is_cap": 2.0}),
+    Planted(gspo_without_dual_clip, "dual-clip on s (class of verl #783)", SPEC_REGIONS, "gspo", {"dual_clip_c": 3.0}),
+)
+
+PLANTED_ROLLOUT = (
+    # takes rollout_logp: tests/sims/check/test_rollout_twins.py until the checker supplies it
+    Planted(ppo_clip_rollout_is_before_clip, "verl rollout_is_weights after clipping", SPEC_WEIGHTS,
+            "ppo_clip_rollout_is"),
 )
 """``flagged_by`` is a check name; ``{}`` stands for the spec's name."""

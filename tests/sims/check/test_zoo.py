@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from sims.check import Layout, bind_params, make_spec, run_checks
+from sims.registry import OBJECTIVES
 from tests.sims.check.correct import CORRECT
 from tests.sims.check.planted import PLANTED
 
@@ -40,8 +41,12 @@ def test_each_correct_implementation_passes_every_check(v):
     spec = make_spec(v.spec, v.spec_params, group_size=Layout.group_size)
     report = run_checks(bind_params(v.fn, v.params), target=v.name, spec=spec,
                         kinds=("contract", "spec", "property"), examples=EXAMPLES)
-    assert report.passed, report.card()
-    assert sum(r.kind == "spec" for r in report.checks) == 2
+    # a property the objective violates by design (ObjectiveSpec.exempt_properties, e.g. DRO's
+    # zero-advantage weight) may fail; nothing else may
+    exempt = {f"{p}" for p, _ in OBJECTIVES[v.spec].exempt_properties} if v.spec in OBJECTIVES else set()
+    unexpected = [r.name for r in report.failed if not (r.kind == "property" and r.name in exempt)]
+    assert not unexpected, report.card()
+    assert sum(r.kind == "spec" and r.passed for r in report.checks) >= 2
 
 
 def test_the_zoo_covers_every_section():
