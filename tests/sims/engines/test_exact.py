@@ -156,3 +156,14 @@ def test_exact_engine_refusals():
     other = TabularPolicy(torch.zeros(4, 3, dtype=torch.float64), eos=2)
     with pytest.raises(ValueError, match="old_policy="):
         exact_estimator_mean(other, old, reward, "reinforce", O.ReinforceConfig())
+
+
+@pytest.mark.parametrize(("objective", "config", "match"), [
+    ("ppo_clip_rollout_is", O.PpoClipRolloutIsConfig(), "cannot supply rollout_logp"),
+    ("kl_cov", O.KlCovConfig(), "batch-coupled"),
+])
+def test_engine_refuses_objectives_it_cannot_evaluate(objective, config, match):
+    # the engine has no rollout log-probs, and evaluates N batch-of-one estimators in one call
+    old, new = _setup()
+    with pytest.raises(ValueError, match=match):
+        exact_estimator_mean(new, old, _two_ones, objective, config)

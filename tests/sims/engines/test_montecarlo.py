@@ -219,3 +219,15 @@ def test_profile_chunk_times_every_stage_of_the_chunk_step():
         profile_chunk(new, old, _two_ones, "cispo", O.CispoConfig(), "grpo", StdConfig(), n_rep=0)
     with pytest.raises(ValueError, match="objective='nope'"):
         profile_chunk(new, old, _two_ones, "nope", O.CispoConfig(), "grpo", StdConfig(), n_rep=2)
+
+
+@pytest.mark.parametrize(("objective", "config", "match"), [
+    ("ppo_clip_rollout_is", O.PpoClipRolloutIsConfig(), "cannot supply rollout_logp"),
+    ("clip_cov", O.ClipCovConfig(), "batch-coupled"),
+])
+def test_mc_refuses_objectives_it_cannot_evaluate(objective, config, match):
+    # replicas are concatenated into one loss call: a batch covariance would span all of them
+    old, new = _pair()
+    mc = MCConfig(n_replicas=8, group_size=4, chunk=8, n_batches=4, seed=3)
+    with pytest.raises(ValueError, match=match):
+        mc_gradient(new, old, _two_ones, objective, config, "rloo", NoConfig(), mc)
