@@ -17,7 +17,14 @@ import sys
 from typing import Any, Callable, Sequence
 
 from sims.algorithms import ALGORITHMS, describe
-from sims.registry import ADVANTAGES, AGGREGATIONS, GROUP_FILTERS, KL_ESTIMATORS, OBJECTIVES, config_dict
+from sims.registry import (
+    ADVANTAGES,
+    AGGREGATIONS,
+    GROUP_FILTERS,
+    KL_ESTIMATORS,
+    OBJECTIVES,
+    config_dict,
+)
 
 
 def registry_listing() -> dict[str, list[dict[str, Any]]]:
@@ -159,6 +166,19 @@ def _int_option(field: str, low: int, high: int | None = None) -> Callable[[str]
 _seed = _int_option("seed", 0, 2 ** 31)
 
 
+def _positive_float(field: str):
+    """An argparse type: a finite float > 0, else an error naming ``field``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{field} {text!r} is not a number; allowed: a float > 0")
+        if not (value > 0 and value != float("inf")):
+            raise argparse.ArgumentTypeError(f"{field} {value} is out of range; allowed: a finite float > 0")
+        return value
+    return parse
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from sims.bench import run_bench
 
@@ -183,27 +203,76 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from sims.check import Layout, UsageError, bind_params, load_target, make_spec, run_checks
-    from sims.check.target import parse_assignments
+    import os
+
+    from sims.cache import default_cache_dir
+
+    # Hypothesis keeps its files (mined constants) under .hypothesis/ in the working directory by
+    # default: the user's directory stays untouched
+    os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(default_cache_dir() / "hypothesis"))
+    from sims.check import (
+        Layout,
+        UsageError,
+        bind_params,
+        load_target,
+        make_spec,
+        run_checks,
+    )
+    from sims.check.feed import DTYPES, Feed, resolve_names
+    from sims.check.runner import CheckInternalError
+    from sims.check.target import parse_assignments, parse_factories
 
     try:
         spec_params = parse_assignments("--spec-param", args.spec_param)
-        params = parse_assignments("--param", args.param)
+        params = parse_assignments("--param", args.param, dotted=True)
+        names = {k: str(v) for k, v in parse_assignments("--arg", args.arg).items()}
         if spec_params and args.spec is None:
             raise UsageError("--spec-param needs --spec NAME; allowed: --spec NAME --spec-param FIELD=VALUE")
         spec = None if args.spec is None else make_spec(args.spec, spec_params, group_size=args.group_size)
-        fn = bind_params(load_target(args.target), params)
+        raw = load_target(args.target)
+        fn = bind_params(raw, params, parse_factories(args.factory))
+        feed = Feed(dtype=DTYPES[args.dtype], mask_dtype=args.mask_dtype, adv_shape=args.adv_shape,
+                    strict_constants=args.strict_constants, names=resolve_names(fn, names))
+        if args.json:
+            _check_writable("--json", args.json)
     except UsageError as exc:
         sys.stderr.write(f"pgverify check: error: {exc}\n")
         return 2
     kinds = ("contract", "spec", "property") if args.no_profile else ("contract", "spec", "property", "profile")
     progress = (lambda step: sys.stderr.write(f"  {step}\n")) if args.verbose else None
-    report = run_checks(fn, target=args.target, spec=spec, layout=Layout(group_size=args.group_size),
-                        examples=args.examples, seed=args.seed, kinds=kinds, progress=progress)
-    sys.stdout.write(report.card())
+    try:
+        report = run_checks(fn, target=args.target, spec=spec, layout=Layout(group_size=args.group_size),
+                            examples=args.examples, seed=args.seed, rtol=args.rtol, kinds=kinds, progress=progress,
+                            feed=feed, profile_table=not args.no_profile_table)
+    except CheckInternalError as exc:
+        sys.stdout.write(exc.report.card())
+        sys.stderr.write(f"pgverify check: internal error (a bug in pgverify, not in your loss) during "
+                         f"{exc.step!r}; please report it with this traceback:\n{exc.traceback}")
+        if args.json:
+            _write_json_atomic(args.json, exc.report.as_dict() | {"internal_error": {"step": exc.step,
+                                                                                   "traceback": exc.traceback}})
+        return 3
+    sys.stdout.write(report.card(verbose=args.verbose))
     if args.json:
         _write_json_atomic(args.json, report.as_dict())
     return 0 if report.passed else 1
+
+
+def _check_writable(option: str, path: str) -> None:
+    """UsageError unless ``path`` can be written: its parent exists and is writable, and it is not a
+    directory (checked before any work)."""
+    import os
+
+    from sims.check.target import UsageError
+
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path!r} is a directory; allowed: a file path")
+    if not os.path.isdir(parent):
+        raise UsageError(f"{option} {path!r}: the directory {parent!r} does not exist; allowed: a path in an "
+                         "existing directory")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{option} {path!r}: the directory {parent!r} is not writable")
 
 
 def _write_json_atomic(path: str, data: Any) -> None:
@@ -254,7 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="regression-test a loss fn(logp, old_logp, adv, mask): contract, spec, properties, profile",
         description="Check a policy-gradient loss: the contract, its gradient weights against a spec "
                     "(--spec), a property battery, and a profile (aggregation, zero-weight regions, exact "
-                    "bias and variance). Exit code 0 if every check passes, 1 if any fails, 2 for a usage error.")
+                    "bias and variance). The loss is fed as trainers feed it: old log-probs and advantages "
+                    "without requires_grad, a bool mask, float64 unless --dtype; a trainer's own argument "
+                    "names (verl's old_log_prob, log_prob, advantages, response_mask; TRL's "
+                    "per_token_logps, completion_mask) are recognised. Exit code 0 if every check passes, "
+                    "1 if any fails, 2 for a usage error, 3 for an internal error of pgverify.")
     p_check.add_argument("target", metavar="TARGET",
                          help="path/to/file.py:function or package.module:function")
     p_check.add_argument("--spec", metavar="NAME", help="compare with this registry objective (pgverify list), "
@@ -262,7 +335,27 @@ def build_parser() -> argparse.ArgumentParser:
     p_check.add_argument("--spec-param", action="append", metavar="NAME=VALUE",
                          help="a field of the spec's config, e.g. eps_high=0.28 (repeatable)")
     p_check.add_argument("--param", action="append", metavar="NAME=VALUE",
-                         help="a keyword setting of the target function (repeatable)")
+                         help="a keyword setting of the target function (repeatable); NAME.FIELD=VALUE sets a "
+                              "field of a config argument, e.g. config.clip_ratio=0.2")
+    p_check.add_argument("--factory", action="append", metavar="NAME=MODULE:FUNCTION",
+                         help="build the config argument NAME as FUNCTION(**its --param NAME.FIELD values) "
+                              "(default: a namespace with those attributes)")
+    p_check.add_argument("--arg", action="append", metavar="INPUT=PARAMETER",
+                         help="pass pgverify's INPUT (logp, old_logp, adv, mask, rollout_logp, global_tokens, "
+                              "global_sequences) as the target's PARAMETER (repeatable; trainers' usual names "
+                              "are recognised without it)")
+    p_check.add_argument("--dtype", choices=("float64", "float32", "bfloat16"), default="float64",
+                         help="dtype of the tensors fed to the loss (default float64); the spec tolerance "
+                              "follows it unless --rtol")
+    p_check.add_argument("--mask-dtype", choices=("bool", "int", "float"), default="bool",
+                         help="dtype of the mask fed to the loss (default bool, as trainers pass it)")
+    p_check.add_argument("--adv-shape", choices=("token", "sequence"), default="token",
+                         help="advantages per token [B, T] (default) or per sequence [B] (TRL)")
+    p_check.add_argument("--rtol", type=_positive_float("--rtol"), default=None, metavar="R",
+                         help="relative tolerance of the spec weight comparison (default: 1e-6 for float64, "
+                              "1e-4 for float32, 5e-2 for bfloat16)")
+    p_check.add_argument("--strict-constants", action="store_true",
+                         help="also feed old_logp and adv with requires_grad and require zero gradient to them")
     p_check.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     p_check.add_argument("--group-size", type=_int_option("--group-size", 1), default=4, metavar="K",
                          help="rows per group (prompt) in the generated batches (default 4)")
@@ -271,7 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_check.add_argument("--seed", type=_seed, default=0, help="seed of the input search (default 0)")
     p_check.add_argument("--no-profile", action="store_true",
                          help="skip the profile (aggregation, regions, bias/variance table): faster")
-    p_check.add_argument("-v", "--verbose", action="store_true", help="print each step to stderr")
+    p_check.add_argument("--no-profile-table", action="store_true",
+                         help="skip only the exact bias/variance table (its registry rows are cached on disk "
+                              "after the first run)")
+    p_check.add_argument("-v", "--verbose", action="store_true",
+                         help="print each step to stderr, and every check's full evidence")
     p_check.set_defaults(func=_cmd_check)
     return parser
 

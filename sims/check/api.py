@@ -24,9 +24,9 @@ from typing import Any, Callable, Collection, Mapping
 from sims.check.inputs import Layout
 from sims.check.result import KINDS
 from sims.check.runner import DEFAULT_EXAMPLES, CheckReport, run_checks
-from sims.check.spec_check import SPEC_RTOL
+from sims.check.feed import DTYPES, Feed, resolve_names
 from sims.check.specs import make_spec
-from sims.check.target import bind_params, callable_name
+from sims.check.target import UsageError, bind_params, callable_name
 
 __all__ = ["check", "assert_matches_spec", "assert_passes"]
 
@@ -34,11 +34,13 @@ __all__ = ["check", "assert_matches_spec", "assert_passes"]
 def check(fn: Callable[..., Any], spec: str | None = None, *, spec_params: Mapping[str, Any] | None = None,
           params: Mapping[str, Any] | None = None, kinds: Collection[str] = KINDS,
           group_size: int = Layout.group_size, examples: int = DEFAULT_EXAMPLES, seed: int = 0,
-          rtol: float = SPEC_RTOL) -> CheckReport:
+          rtol: float | None = None, dtype: str = "float64", mask_dtype: str = "bool", adv_shape: str = "token",
+          strict_constants: bool = False, args: Mapping[str, str] | None = None) -> CheckReport:
     """Run ``pgverify check`` on a callable and return its report (never raises on a failed check).
 
     Args:
-        fn: the loss, ``fn(logp, old_logp, adv, mask) -> loss | (loss, diagnostics)``.
+        fn: the loss, ``fn(logp, old_logp, adv, mask) -> loss | (loss, diagnostics)``, or with a
+            trainer's argument names (``sims.check.feed.ALIASES``; others through ``args``).
         spec: a registry objective name or ``"kl"``; None for no spec checks.
         spec_params: the spec's config fields (``--spec-param``); ``group_size`` defaults to ours.
         params: ``fn``'s own keyword settings (``--param``).
@@ -46,16 +48,25 @@ def check(fn: Callable[..., Any], spec: str | None = None, *, spec_params: Mappi
         group_size: K, rows per group in the generated batches.
         examples: random inputs per randomised check.
         seed: seed of the input search (same seed, same inputs, same report).
-        rtol: tolerance of the spec weight comparison (float64).
+        rtol: tolerance of the spec weight comparison; None: the dtype's default.
+        dtype, mask_dtype, adv_shape, strict_constants: how inputs are fed (``sims.check.feed.Feed``).
+        args: pgverify input -> ``fn``'s parameter name (``--arg``).
     """
+    if dtype not in DTYPES:
+        raise UsageError(f"dtype {dtype!r} is invalid; allowed: {', '.join(DTYPES)}")
     bound = bind_params(fn, params)
     made = None if spec is None else make_spec(spec, spec_params, group_size=group_size)
+    try:
+        feed = Feed(dtype=DTYPES[dtype], mask_dtype=mask_dtype, adv_shape=adv_shape,
+                    strict_constants=strict_constants, names=resolve_names(bound, args))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     return run_checks(bound, target=callable_name(fn), spec=made, layout=Layout(group_size=group_size),
-                      examples=examples, seed=seed, rtol=rtol, kinds=kinds)
+                      examples=examples, seed=seed, rtol=rtol, kinds=kinds, feed=feed)
 
 
 def assert_matches_spec(fn: Callable[..., Any], spec: str, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0,
-                        group_size: int = Layout.group_size, rtol: float = SPEC_RTOL,
+                        group_size: int = Layout.group_size, rtol: float | None = None,
                         **spec_params: Any) -> CheckReport:
     """Assert that ``fn`` keeps the contract and has ``spec``'s gradient weights and regions.
 
@@ -70,7 +81,7 @@ def assert_matches_spec(fn: Callable[..., Any], spec: str, *, examples: int = DE
 
 def assert_passes(fn: Callable[..., Any], spec: str | None = None, *, spec_params: Mapping[str, Any] | None = None,
                   examples: int = DEFAULT_EXAMPLES, seed: int = 0, group_size: int = Layout.group_size,
-                  rtol: float = SPEC_RTOL) -> CheckReport:
+                  rtol: float | None = None) -> CheckReport:
     """Assert that every contract, spec (if ``spec``) and property check passes (no profile).
 
     Raises ``AssertionError`` with the report card on a failure.
@@ -82,5 +93,7 @@ def assert_passes(fn: Callable[..., Any], spec: str | None = None, *, spec_param
 
 def _assert(report: CheckReport) -> CheckReport:
     if not report.passed:
-        raise AssertionError("\n" + report.card())
+        summary = (f"pgverify check {report.target}: {len(report.failed)} of {len(report.checks)} checks failed: "
+                   + "; ".join(r.name for r in report.failed))
+        raise AssertionError(summary + "\n\n" + report.card())
     return report

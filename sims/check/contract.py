@@ -2,10 +2,16 @@
 
 1. It returns a finite floating 0-d tensor (or ``(loss, diagnostics)`` with a mapping of finite
    values), and gradient reaches ``logp``.
-2. ``old_logp`` and ``adv`` are constants: the gradient with respect to each is exactly zero
-   (``None`` or all zeros) — a ratio that is not detached leaks gradient into ``old_logp``.
+2. Strict only (``--strict-constants``): ``old_logp`` and ``adv`` are constants: fed with
+   ``requires_grad``, the gradient with respect to each is exactly zero (``None`` or all zeros) — a
+   ratio that is not detached leaks gradient into ``old_logp``. By default they are fed as
+   trainers feed them, without ``requires_grad`` (``sims.check.feed``), and this check is not run.
 3. It stays finite on extreme but valid inputs: ratios 1e-6 and 1e6, log-probs down to -300 per
    token, every length 1..T in one batch, all single-token sequences, all advantages zero.
+4. It is deterministic: the same batch gives bit-identical loss and weights when called twice
+   with the global RNGs seeded alike, and when seeded differently (a loss that draws from the
+   global RNG, like verl's Clip-Cov ``torch.randperm``, fails here and is named non-deterministic;
+   its other checks are still reproducible because the RNGs are re-seeded before every call).
 """
 
 from __future__ import annotations
@@ -16,10 +22,10 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor
 
-from sims.check.inputs import DTYPE, Batch, Layout, VariantError, assemble, batches, evaluate, loss_of
+from sims.check.inputs import DTYPE, Batch, Layout, VariantError, assemble, batches, call, evaluate, loss_of, raised
 from sims.check.result import CheckResult, randomised_check
 
-__all__ = ["check_returns", "check_constants", "check_extremes", "extreme_batches"]
+__all__ = ["check_returns", "check_constants", "check_determinism", "check_extremes", "extreme_batches"]
 
 
 def _diagnostics_problem(out: Any) -> str | None:
@@ -41,12 +47,12 @@ def _diagnostics_problem(out: Any) -> str | None:
 def _returns_problem(fn: Callable[..., Any], b: Batch) -> str | None:
     logp = b.logp.clone().requires_grad_(True)
     try:
-        out = fn(logp, b.old_logp.clone(), b.adv.clone(), b.mask.clone())
+        out = call(fn, b, logp)
         loss = loss_of(out)
     except VariantError as exc:
         return str(exc)
     except Exception as exc:  # the variant's own failure
-        return f"raised {type(exc).__name__}: {exc}"
+        return raised(exc)
     if not math.isfinite(float(loss.detach())):
         return f"loss = {float(loss.detach())} is not finite"
     if not loss.requires_grad:
@@ -64,18 +70,18 @@ def check_returns(fn: Callable[..., Any], layout: Layout, *, examples: int, seed
 
 def _constants_problem(fn: Callable[..., Any], b: Batch) -> str | None:
     logp = b.logp.clone().requires_grad_(True)
-    old = b.old_logp.clone().requires_grad_(True)
-    adv = b.adv.clone().requires_grad_(True)
+    old, adv = (x.clone().requires_grad_(True) for x in (b.old_logp, b.adv))
+    rest = [] if b.rollout_logp is None else [b.rollout_logp.clone().requires_grad_(True)]
     try:
-        loss = loss_of(fn(logp, old, adv, b.mask.clone()))
+        loss = loss_of(fn(logp, old, adv, b.mask.clone(), *rest))
         if not loss.requires_grad:
             return None  # reported by contract 1
-        grads = torch.autograd.grad(loss, (old, adv), allow_unused=True)
+        grads = torch.autograd.grad(loss, (old, adv, *rest), allow_unused=True)
     except VariantError as exc:
         return str(exc)
     except Exception as exc:
-        return f"raised {type(exc).__name__}: {exc}"
-    for name, g in zip(("old_logp", "adv"), grads):
+        return raised(exc)
+    for name, g in zip(("old_logp", "adv", "rollout_logp"), grads):
         if g is not None and bool((g != 0).any()):
             idx = tuple((g != 0).nonzero()[0].tolist())
             return (f"d loss / d {name} = {float(g[idx]):.6g} at index {idx} (must be exactly 0: "
@@ -84,10 +90,49 @@ def _constants_problem(fn: Callable[..., Any], b: Batch) -> str | None:
 
 
 def check_constants(fn: Callable[..., Any], layout: Layout, *, examples: int, seed: int) -> CheckResult:
-    """Contract 2: the gradient with respect to old_logp and adv is exactly zero."""
+    """Contract 2 (strict): fed with requires_grad, the gradient to old_logp and adv is exactly zero
+    (``fn`` must be adapted with ``Feed(strict_constants=True)``)."""
     return randomised_check("contract: old_logp and adv are constants (zero gradient)", "contract",
                             batches(layout, per_token_adv=False), lambda b: _constants_problem(fn, b),
                             examples=examples, seed=seed, claim="d loss/d old_logp = d loss/d adv = 0 exactly")
+
+
+def _determinism_problem(make: Callable[[int], Callable[..., Any]], b: Batch) -> str | None:
+    """None when three calls (RNG seeds s, s, s + 1) give bit-identical loss and weights."""
+    outs = []
+    for rng in (0, 0, 1):
+        outs.append(evaluate(make(rng), b))
+    (l0, w0), (l1, w1), (l2, w2) = outs
+    if not (_identical(l0, l1) and _identical_tensors(w0, w1)):
+        return (f"two calls on the same batch with the global RNGs seeded alike differ (loss {l0:.10g} vs "
+                f"{l1:.10g}, max weight difference {float((w0 - w1).abs().max()):.3g}): the loss is non-deterministic "
+                "(state kept between calls, or a non-deterministic kernel)")
+    if not (_identical(l0, l2) and _identical_tensors(w0, w2)):
+        return (f"the loss depends on the global RNG state: the same batch with the RNGs seeded differently gives "
+                f"loss {l0:.10g} vs {l2:.10g}, max weight difference {float((w0 - w2).abs().max()):.3g} "
+                "(non-deterministic: it draws from torch/numpy/random's global generator; pass an explicit "
+                "generator, or check it knowing its gradient is random)")
+    return None
+
+
+def _identical(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _identical_tensors(a: Tensor, b: Tensor) -> bool:
+    """Bit-identical up to NaN == NaN (a NaN weight is the same answer twice)."""
+    return bool(((a == b) | (torch.isnan(a) & torch.isnan(b))).all())
+
+
+def check_determinism(make: Callable[[int], Callable[..., Any]], layout: Layout, *, examples: int,
+                      seed: int) -> CheckResult:
+    """Contract 4: ``make(rng_seed)`` is the adapted loss with the global RNGs seeded by
+    ``rng_seed`` before every call; the same batch must give the same loss and weights for seeds
+    0, 0 and 1."""
+    return randomised_check("contract: deterministic (same inputs, same loss and weights)", "contract",
+                            batches(layout, per_token_adv=False), lambda b: _determinism_problem(make, b),
+                            examples=max(1, examples // 4), seed=seed,
+                            claim="bit-identical loss and weights on repeated calls, whatever the global RNG state")
 
 
 def extreme_batches(layout: Layout) -> dict[str, Batch]:
@@ -105,7 +150,9 @@ def extreme_batches(layout: Layout) -> dict[str, Batch]:
 
     def with_ratio(log_ratio: Tensor | float, lengths: list[int], a: Tensor = adv, bottom: Tensor = base) -> Batch:
         d = torch.as_tensor(log_ratio, dtype=DTYPE).expand(b, width)
-        return assemble(bottom + d.clamp(max=0), bottom - d.clamp(min=0), a, lengths, k)
+        old = bottom - d.clamp(min=0)
+        return layout.finish(assemble(bottom + d.clamp(max=0), old, a, lengths, k,
+                                       old.clone() if layout.rollout else None))
 
     return {
         "all ratios 1e6": with_ratio(big, full),
@@ -138,7 +185,9 @@ def check_extremes(fn: Callable[..., Any], layout: Layout) -> CheckResult:
     name = "contract: finite on extreme valid inputs"
     n = len(extreme_batches(layout))
     if failures:
-        detail = "\n".join(f"{label}: {why}" for label, why in failures.items())
+        reasons = set(failures.values())
+        detail = (f"{next(iter(reasons))}\n(the same on each: {', '.join(failures)})" if len(reasons) == 1 and
+                  len(failures) > 1 else "\n".join(f"{label}: {why}" for label, why in failures.items()))
         return CheckResult(name, "contract", False, f"{len(failures)} of {n} extreme batches fail:\n{detail}",
                            {"failures": failures})
     return CheckResult(name, "contract", True, f"{n} extreme batches (ratios 1e-6..1e6, log-probs -300, lengths "

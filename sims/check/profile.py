@@ -23,8 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import math
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
@@ -33,13 +38,15 @@ import torch
 from policies.perturb import perturb
 from policies.tabular import TabularPolicy
 from policies.tasks import TokenCount
+from sims.cache import default_cache_dir
 from sims.check.inputs import DTYPE, Batch, VariantError, evaluate
 from sims.check.result import CheckResult
 from sims.check.specs import Spec, make_spec
 from sims.engines.exact import exact_objective
 from sims.registry import OBJECTIVES
 
-__all__ = ["ProfileConfig", "estimator_profile", "bias_variance_profile", "COLUMNS"]
+__all__ = ["ProfileConfig", "ProfileCache", "estimator_profile", "bias_variance_profile", "registry_rows",
+           "default_cache_dir", "COLUMNS"]
 
 COLUMNS = ("estimator", "T", "bias_on", "cos_on", "var_on", "bias_off", "cos_off", "var_off")
 
@@ -127,8 +134,72 @@ def estimator_profile(fn: Callable[..., Any], label: str, cfg: ProfileConfig) ->
     return rows
 
 
+class ProfileCache:
+    """On-disk cache of the registry's rows of the profile table (they do not depend on the loss
+    under test, and take most of a spec-free run).
+
+    A file per key under ``directory`` (default ``$PGVERIFY_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/pgverify``, else ``~/.cache/pgverify``; never the working directory). The key
+    hashes the profile config, the torch version and the source of every module the rows depend
+    on (``sims``, ``policies``, ``theory``), so a code change is a cache miss, never a stale table.
+    Writes are atomic (a temporary file, then a rename); an unreadable or unwritable cache is
+    skipped, never an error.
+    """
+
+    def __init__(self, directory: str | os.PathLike | None = None, enabled: bool = True) -> None:
+        self.directory = Path(directory) if directory is not None else default_cache_dir()
+        self.enabled = enabled
+
+    def key(self, cfg: ProfileConfig) -> str:
+        digest = hashlib.sha256(repr(cfg).encode())
+        digest.update(torch.__version__.encode())
+        for path in _source_files():
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+        return digest.hexdigest()[:32]
+
+    def get(self, cfg: ProfileConfig) -> tuple[dict[str, Any], ...] | None:
+        if not self.enabled:
+            return None
+        try:
+            text = (self.directory / f"profile-{self.key(cfg)}.json").read_text()
+            return tuple(json.loads(text, parse_constant=_constant))
+        except (OSError, ValueError):
+            return None
+
+    def put(self, cfg: ProfileConfig, rows: tuple[dict[str, Any], ...]) -> None:
+        if not self.enabled:
+            return
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path = self.directory / f"profile-{self.key(cfg)}.json"
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".profile-", suffix=".json")
+            with os.fdopen(fd, "w") as fh:
+                json.dump(list(rows), fh)
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+        except OSError:
+            return
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _constant(name: str) -> float:
+    return float(name)  # NaN / Infinity as written by json.dump
+
+
+@functools.lru_cache(maxsize=1)
+def _source_files() -> tuple[Path, ...]:
+    root = Path(__file__).resolve().parents[2]
+    return tuple(sorted(p for d in ("sims", "policies", "theory") for p in (root / d).rglob("*.py")))
+
+
 @functools.lru_cache(maxsize=8)
-def _registry_rows(cfg: ProfileConfig) -> tuple[dict[str, Any], ...]:
+def _compute_registry_rows(cfg: ProfileConfig) -> tuple[dict[str, Any], ...]:
     rows = []
     for name in OBJECTIVES:
         spec = make_spec(name)
@@ -136,14 +207,25 @@ def _registry_rows(cfg: ProfileConfig) -> tuple[dict[str, Any], ...]:
     return tuple(rows)
 
 
+def registry_rows(cfg: ProfileConfig, cache: ProfileCache | None = None) -> tuple[dict[str, Any], ...]:
+    """Every registry objective's profile rows (at its default config), from ``cache`` when there."""
+    cache = ProfileCache() if cache is None else cache
+    rows = cache.get(cfg)
+    if rows is None:
+        rows = _compute_registry_rows(cfg)
+        cache.put(cfg, rows)
+    return rows
+
+
 def bias_variance_profile(fn: Callable[..., Any], *, spec: Spec | None = None,
-                          cfg: ProfileConfig = ProfileConfig()) -> CheckResult:
-    """Profile entry: the table of the variant, the spec (if any) and every registry objective."""
+                          cfg: ProfileConfig = ProfileConfig(), cache: ProfileCache | None = None) -> CheckResult:
+    """Profile entry: the table of the variant, the spec (if any) and every registry objective
+    (the registry's rows from ``cache``: computed once per code version)."""
     rows = estimator_profile(fn, "variant", cfg)
     if spec is not None and not spec.is_penalty:
         one = dataclasses.replace(spec.config, group_size=1) if spec.config.agg == "prompt-token-mean" else spec.config
         rows += estimator_profile(dataclasses.replace(spec, config=one).loss, f"spec: {spec.name}", cfg)
-    rows += [dict(r) for r in _registry_rows(cfg)]
+    rows += [dict(r) for r in registry_rows(cfg, cache)]
     table = pd.DataFrame(rows)
     shown = table[list(COLUMNS)].to_markdown(index=False, floatfmt=".3g")
     notes = sorted({r["note"] for r in rows if "note" in r})

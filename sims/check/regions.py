@@ -229,8 +229,12 @@ def _ratio(iv: tuple[float, float]) -> Interval:
     return math.exp(iv[0]), math.exp(iv[1])
 
 
-def sign_map(fn: Callable[..., Any], sign: int, group_size: int, base_prob: float) -> SignMap:
-    """The ``SignMap`` of one sign of A at one base probability (``VariantError`` if the loss fails)."""
+def sign_map(fn: Callable[..., Any], sign: int, group_size: int, base_prob: float,
+             detect_underflow: bool = True) -> SignMap:
+    """The ``SignMap`` of one sign of A at one base probability (``VariantError`` if the loss fails).
+
+    ``detect_underflow=False`` reports every zero interval as structural: for a loss fed in float32 or
+    bfloat16, whose coarse weights the float64 underflow test does not apply to."""
     base = math.log(base_prob)
 
     def weight(u: float, float32: bool = False) -> float:
@@ -243,20 +247,23 @@ def sign_map(fn: Callable[..., Any], sign: int, group_size: int, base_prob: floa
     structural, underflow = [], []
     for lo, hi in zeros:
         ends = [(e, o) for e, o in ((lo, -1.0), (hi, 1.0)) if math.isfinite(e)]
-        under = bool(ends) and all(_underflow_end(weight, e, o, sup) for e, o in ends)
+        under = detect_underflow and bool(ends) and all(_underflow_end(weight, e, o, sup) for e, o in ends)
         (underflow if under else structural).append(_ratio((lo, hi)))
     at = {float(u): abs(float(x)) for u, x in zip(GRID, w)}
     return SignMap(sign, tuple(structural), tuple(underflow), tuple(_ratio(iv) for iv in negative),
                    tuple(at[t] for t in TAIL), tuple(at[-t] for t in TAIL), sup)
 
 
-def region_map(fn: Callable[..., Any], group_size: int, base_probs: tuple[float, ...] = BASE_PROBS) -> RegionMap:
-    """The ``RegionMap`` of ``fn`` (``VariantError`` if the loss fails on a point)."""
+def region_map(fn: Callable[..., Any], group_size: int, base_probs: tuple[float, ...] = BASE_PROBS,
+               detect_underflow: bool = True) -> RegionMap:
+    """The ``RegionMap`` of ``fn`` (``VariantError`` if the loss fails on a point; ``detect_underflow``:
+    tell float64 underflow from structural zeros, see ``sign_map``)."""
     for p in base_probs:
         if not 0.0 < p <= 1.0:
             raise ValueError(f"base_probs contains {p!r}; allowed: probabilities in (0, 1]")
     return RegionMap(tuple(base_probs),
-                     tuple((sign_map(fn, 1, group_size, p), sign_map(fn, -1, group_size, p)) for p in base_probs))
+                     tuple((sign_map(fn, 1, group_size, p, detect_underflow), sign_map(fn, -1, group_size, p, detect_underflow))
+                           for p in base_probs))
 
 
 def _interval(lo: float, hi: float) -> str:

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import torch
 from hypothesis import HealthCheck, Phase, find, settings
-from hypothesis.errors import NoSuchExample
+from hypothesis.errors import Flaky, NoSuchExample
 from hypothesis.strategies import SearchStrategy
 from torch import Tensor
 
@@ -17,6 +17,8 @@ from sims.check.inputs import VariantError, simpler
 __all__ = ["CheckResult", "Search", "search", "randomised_check", "max_mismatch", "KINDS"]
 
 KINDS = ("contract", "spec", "property", "profile")
+NOT_REPRODUCED = ("a failure was seen, but it did not reproduce on the same input: the loss is non-deterministic "
+                  "(see the determinism check); this counts as a failure, never as a pass")
 SHRINK_BUDGET = 100
 SIMPLIFY_BUDGET = 60
 
@@ -102,8 +104,11 @@ def search(strategy: SearchStrategy, failure: Callable[[Any], str | None], *, ex
         return Search(tried)
     except _BudgetSpent:
         example = smallest[0]
+    except Flaky:  # a failure seen once did not reproduce on the same input: never a pass
+        return Search(tried, smallest[0] if smallest else None, NOT_REPRODUCED)
     example = _simplify(example, failure, simplify)
-    return Search(tried, example, failure(example))
+    reason = failure(example)
+    return Search(tried, example, NOT_REPRODUCED if reason is None else reason)
 
 
 def _simplify(example: Any, failure: Callable[[Any], str | None], simplify: Callable[[Any], list[Any]]) -> Any:
@@ -135,8 +140,9 @@ def randomised_check(name: str, kind: str, strategy: SearchStrategy, failure: Ca
 
     found = search(strategy, guarded, examples=examples, seed=seed)
     if found.failed:
+        shown = "(no input kept)" if found.example is None else show(found.example)
         return CheckResult(name, kind, False, f"{found.reason}\nsmallest failing input found (of {found.tried} "
-                           f"tried):\n{show(found.example)}", {"tried": found.tried, "reason": found.reason})
+                           f"tried):\n{shown}", {"tried": found.tried, "reason": found.reason})
     return CheckResult(name, kind, True, f"{found.tried} random batches: {claim}", {"tried": found.tried})
 
 

@@ -6,20 +6,36 @@ import importlib.metadata
 import platform
 import textwrap
 import time
-from dataclasses import dataclass, field
+import traceback
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Collection
 
-from sims.check.contract import check_constants, check_extremes, check_returns
+from sims.check.contract import (
+    check_constants,
+    check_determinism,
+    check_extremes,
+    check_returns,
+)
+from sims.check.feed import Feed, adapt, default_rtol, resolve_names
 from sims.check.inputs import Layout, VariantError
-from sims.check.profile import bias_variance_profile
-from sims.check.properties import PROPERTIES, batch_scaling, check_padding, check_permutation, scale_pattern
+from sims.check.profile import ProfileCache, bias_variance_profile
+from sims.check.properties import (
+    PROPERTIES,
+    PROPERTY_NAMES,
+    batch_scaling,
+    check_microbatch,
+    check_padding,
+    check_permutation,
+    prop_rtol,
+    scale_pattern,
+)
 from sims.check.regions import format_map, region_map
 from sims.check.result import KINDS, CheckResult
-from sims.check.spec_check import SPEC_RTOL, check_spec_regions, check_spec_weights
+from sims.check.spec_check import check_spec_regions, check_spec_weights
 from sims.check.specs import Spec
 from sims.report import jsonable
 
-__all__ = ["CheckReport", "run_checks", "DEFAULT_EXAMPLES"]
+__all__ = ["CheckReport", "CheckInternalError", "run_checks", "DEFAULT_EXAMPLES"]
 
 DEFAULT_EXAMPLES = 100
 SECTIONS = (("contract", "CONTRACT"), ("spec", "SPEC"), ("property", "PROPERTIES"), ("profile", "PROFILE"))
@@ -65,12 +81,16 @@ class CheckReport:
                 "profile": [r.as_dict() for r in self.results if r.kind == "profile"],
                 "seconds": round(self.seconds, 3), "settings": self.settings})
 
-    def card(self) -> str:
-        """The human-readable report card."""
+    def card(self, verbose: bool = False) -> str:
+        """The human-readable report card (``verbose``: every passing check's full evidence too)."""
         s = self.settings
         lines = [f"pgverify check {self.target}" + (f"  (spec: {self.spec})" if self.spec else ""),
-                 f"inputs: float64 batches of G <= {s.get('max_groups')} groups x K = {s.get('group_size')} rows, "
-                 f"T <= {s.get('max_width')}; {s.get('examples')} examples per randomised check; seed {s.get('seed')}"]
+                 f"inputs: batches of G <= {s.get('max_groups')} groups x K = {s.get('group_size')} rows, "
+                 f"T <= {s.get('max_width')}; {s.get('examples')} examples per randomised check; seed {s.get('seed')}; "
+                 f"spec tolerance {s.get('rtol')}"]
+        if s.get("feed"):
+            lines.append(f"fed: {s['feed']}")
+        raised: dict[str, str] = {}  # an exception of the loss, shown once: its first line -> check name
         for kind, title in SECTIONS:
             entries = [r for r in self.results if r.kind == kind]
             if not entries:
@@ -82,7 +102,13 @@ class CheckReport:
                     lines.append(textwrap.indent(r.detail, " " * 4))
                     continue
                 lines.append(f"  {'PASS' if r.passed else 'FAIL'}  {r.name}")
-                detail = r.detail if not r.passed else r.detail.splitlines()[0]
+                first = r.detail.splitlines()[0] if r.detail else ""
+                if not r.passed and first.startswith("raised ") and first in raised and not verbose:
+                    lines.append(" " * 8 + f"the loss raised the same exception as in {raised[first]!r}")
+                    continue
+                if not r.passed and first.startswith("raised "):
+                    raised[first] = r.name
+                detail = r.detail if (verbose or not r.passed) else first
                 lines.append(textwrap.indent(detail, " " * 8))
         n = len(self.checks)
         verdict = (f"PASSED: all {n} checks passed" if self.passed else
@@ -91,69 +117,144 @@ class CheckReport:
         return "\n".join(lines) + "\n"
 
 
+class CheckInternalError(Exception):
+    """pgverify itself failed while checking (not the loss under test): the CLI exits with 3.
+
+    Attributes:
+        report: the ``CheckReport`` of the checks that finished before the failure.
+        traceback: the formatted traceback.
+    """
+
+    def __init__(self, report: "CheckReport", traceback_text: str, step: str) -> None:
+        super().__init__(f"internal error of pgverify during {step!r}")
+        self.report = report
+        self.traceback = traceback_text
+        self.step = step
+
+
 def run_checks(fn: Callable[..., Any], *, target: str = "<callable>", spec: Spec | None = None,
                layout: Layout = Layout(), examples: int = DEFAULT_EXAMPLES, seed: int = 0,
-               rtol: float = SPEC_RTOL, kinds: Collection[str] = KINDS,
-               progress: Callable[[str], None] | None = None) -> CheckReport:
+               rtol: float | None = None, kinds: Collection[str] = KINDS,
+               progress: Callable[[str], None] | None = None, feed: Feed | None = None,
+               profile_table: bool = True, cache: ProfileCache | None = None) -> CheckReport:
     """Run the contract, spec (if ``spec``) and property checks, and the profile (if ``profile``).
 
     Args:
-        fn: the loss, ``fn(logp, old_logp, adv, mask) -> loss | (loss, diagnostics)``, its settings bound.
+        fn: the loss, ``fn(logp, old_logp, adv, mask) -> loss | (loss, diagnostics)`` (or a trainer's
+            own argument names, see ``feed``), its settings bound.
         target: how it was named (for the card).
         spec: the specification to compare with (``sims.check.specs.make_spec``), or None.
         layout: the shape of the random batches.
         examples: random inputs per randomised check (Hypothesis ``max_examples``).
         seed: seed of the input search; the same seed gives the same inputs and card.
-        rtol: tolerance of the spec weight comparison.
+        rtol: tolerance of the spec weight comparison; None: ``feed.default_rtol(feed.dtype)``.
         kinds: which sections to run, of ``contract``, ``spec`` (needs ``spec``), ``property`` and
             ``profile`` (the characterisations and the bias/variance table: the slowest part).
         progress: called with each step's name (e.g. to print it).
+        feed: how inputs reach the loss (dtype, mask dtype, advantage shape, argument names,
+            strict constants); None: the defaults, with argument names resolved from ``fn``.
+        profile_table: include the exact bias/variance table (the profile's slowest entry).
+        cache: where the registry's part of that table is cached (None: the default cache).
+
+    Raises:
+        CheckInternalError: pgverify itself failed; it carries the report of what ran.
     """
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         raise ValueError(f"kinds={unknown!r} is invalid; allowed: a subset of {', '.join(KINDS)}")
     if set(kinds) == {"spec"} and spec is None:
         raise ValueError("kinds=('spec',) needs a spec; allowed: spec=make_spec(...) or other kinds")
+    feed = Feed(names=resolve_names(fn)) if feed is None else feed
+    # the spec tolerance follows the dtype; an explicit rtol (a loss computing internally in a
+    # lower precision than it is fed) loosens the invariance tolerance to match
+    prop = prop_rtol(feed.dtype) if rtol is None else max(prop_rtol(feed.dtype), rtol)
+    rtol = default_rtol(feed.dtype) if rtol is None else rtol
+    layout = replace(layout, rollout=feed.takes_rollout or (spec is not None and spec.needs_rollout),
+                     per_sequence_adv=feed.adv_shape == "sequence", round_to=feed.dtype,
+                     labels=spec.labels if spec is not None else layout.labels)
+    loss = adapt(fn, feed)
     start = time.perf_counter()
     say = progress or (lambda _msg: None)
     results: list[CheckResult] = []
+    settings = {"group_size": layout.group_size, "max_groups": layout.max_groups, "max_width": layout.max_width,
+                "examples": examples, "seed": seed, "rtol": rtol, "property_rtol": prop,
+                "kinds": [k for k in KINDS if k in kinds], "feed": feed.describe(),
+                "dtype": str(feed.dtype).replace("torch.", ""), "mask_dtype": feed.mask_dtype,
+                "adv_shape": feed.adv_shape, "strict_constants": feed.strict_constants,
+                "arguments": dict(feed.names), "rollout": layout.rollout, "versions": _versions()}
 
-    def run(label: str, make: Callable[[], CheckResult | list[CheckResult]]) -> None:
+    def report() -> CheckReport:
+        return CheckReport(target, None if spec is None else spec.describe(), tuple(results),
+                           time.perf_counter() - start, settings)
+
+    def run(label: str, make: Callable[[], CheckResult | list[CheckResult]], keep: bool = True) -> Any:
         say(label)
-        out = make()
-        results.extend(out if isinstance(out, list) else [out])
+        try:
+            out = make()
+        except Exception as exc:  # a failure of pgverify itself: keep what ran, with the traceback
+            raise CheckInternalError(report(), traceback.format_exc(), label) from exc
+        if keep:
+            results.extend(out if isinstance(out, list) else [out])
+        return out
 
     kw = lambda offset: {"examples": examples, "seed": seed + offset}  # noqa: E731  (fixed per check)
-    returns = check_returns(fn, layout, **kw(0))  # always: every other check needs a loss to call
+    # always: every other check needs a loss to call
+    returned = run("contract: returns", lambda: check_returns(loss, layout, **kw(0)), keep=False)
     if "contract" in kinds:
-        results.append(returns)
-        run("contract: constants", lambda: check_constants(fn, layout, **kw(1)))
-        run("contract: extremes", lambda: check_extremes(fn, layout))
+        results.append(returned)
+        if feed.strict_constants:
+            strict = adapt(fn, replace(feed, strict_constants=True))
+            run("contract: constants", lambda: check_constants(strict, layout, **kw(1)))
+        run("contract: extremes", lambda: check_extremes(loss, layout))
+        if returned.passed:
+            run("contract: determinism", lambda: check_determinism(
+                lambda rng: adapt(fn, replace(feed, rng_seed=rng)), layout, **kw(9)))
     if "spec" in kinds and spec is not None:
-        run("spec: weights", lambda: check_spec_weights(fn, spec, layout, rtol=rtol, **kw(2)))
-        run("spec: regions", lambda: check_spec_regions(fn, spec, layout))
+        run("spec: weights", lambda: check_spec_weights(loss, spec, layout, rtol=rtol, **kw(2)))
+        run("spec: regions", lambda: check_spec_regions(loss, spec, layout, rtol=max(rtol, 1e-6)))
     if "property" in kinds:
         penalty = spec is not None and spec.is_penalty
-        for i, prop in enumerate((check_padding, check_permutation) if penalty else PROPERTIES):
-            run(f"property: {prop.__name__}", lambda p=prop, i=i: p(fn, layout, **kw(3 + i)))
+        exempt = dict(spec.exempt) if spec is not None else {}
+        chosen = (check_padding, check_permutation) if penalty else PROPERTIES
+        for i, check in enumerate(chosen):
+            name = PROPERTY_NAMES[check]
+            if name in exempt:
+                results.append(CheckResult(name, "profile", None, f"not applicable to spec {spec.name!r} by "
+                                           f"design: {exempt[name]}"))
+                continue
+            run(f"property: {name}", lambda p=check, i=i: p(loss, layout, rtol=prop, **kw(3 + i)))
+        if feed.takes_normalisers:
+            run("property: micro-batches", lambda: check_microbatch(loss, layout, rtol=max(prop, rtol * 1e-3),
+                                                                    **kw(10)))
+        elif "profile" in kinds:
+            results.append(CheckResult("micro-batches sum to the batch", "profile", None,
+                                       "not run: the loss takes no global normaliser (global_tokens / "
+                                       "global_sequences, or a trainer's num_items_in_batch, batch_num_tokens, "
+                                       "global_batch_size; --arg global_tokens=NAME)"))
         if penalty:
             results.append(CheckResult("advantage properties", "profile", None,
                                        f"not applicable: spec {spec.name!r} is a penalty term that ignores A"))
-    if not returns.passed and "contract" not in kinds:
-        results.insert(0, returns)  # the reason nothing else could be trusted
-    if "profile" in kinds and returns.passed:
-        run("profile: scale pattern", lambda: _guard("on-policy scale and aggregation", lambda: scale_pattern(fn, layout)))
-        run("profile: batch scaling", lambda: _guard("batch-size scaling", lambda: batch_scaling(fn, layout)))
+    if not returned.passed and "contract" not in kinds:
+        results.insert(0, returned)  # the reason nothing else could be trusted
+    if "contract" in kinds and "profile" in kinds and not feed.strict_constants:
+        results.append(CheckResult("constant inputs", "profile", None,
+                                   "old_logp and adv were fed without requires_grad, as trainers pass them from "
+                                   "no-grad passes (an undetached ratio still shows in the weights); "
+                                   "--strict-constants also checks that their gradient is zero"))
+    if "profile" in kinds and returned.passed:
+        run("profile: scale pattern", lambda: _guard("on-policy scale and aggregation",
+                                                     lambda: scale_pattern(loss, layout, rtol)))
+        run("profile: batch scaling", lambda: _guard("batch-size scaling", lambda: batch_scaling(loss, layout)))
         run("profile: regions", lambda: _guard("zero-weight regions and ratio bounds", lambda: CheckResult(
-            "zero-weight regions and ratio bounds", "profile", None, format_map(region_map(fn, layout.group_size)))))
-        if spec is None or not spec.is_penalty:
+            "zero-weight regions and ratio bounds", "profile", None, format_map(region_map(loss, layout.group_size)))))
+        if (spec is None or not spec.is_penalty) and profile_table:
             run("profile: bias and variance", lambda: _guard("bias and variance profile",
-                                                             lambda: bias_variance_profile(fn, spec=spec)))
-    settings = {"group_size": layout.group_size, "max_groups": layout.max_groups, "max_width": layout.max_width,
-                "examples": examples, "seed": seed, "rtol": rtol, "kinds": [k for k in KINDS if k in kinds],
-                "versions": _versions()}
-    return CheckReport(target, None if spec is None else spec.describe(), tuple(results),
-                       time.perf_counter() - start, settings)
+                                                             lambda: bias_variance_profile(loss, spec=spec,
+                                                                                           cache=cache)))
+        elif not profile_table:
+            results.append(CheckResult("bias and variance profile", "profile", None,
+                                       "not run (--no-profile-table)"))
+    return report()
 
 
 def _versions() -> dict[str, str]:

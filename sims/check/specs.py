@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from torch import Tensor
 
+from sims.check.feed import seed_global_rngs
 from sims.check.target import UsageError
 from sims.kl import KLConfig, kl_penalty
 from sims.registry import OBJECTIVES
@@ -39,17 +40,34 @@ class Spec:
     name: str
     config: Any
     advantage_level: str
+    inputs: tuple[str, ...] = ()
+    exempt: tuple[tuple[str, str], ...] = ()
 
     @property
     def is_penalty(self) -> bool:
         """True for a penalty term (no advantage): advantage properties do not apply."""
         return self.advantage_level == "none"
 
-    def loss(self, logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor) -> Tensor:
-        """The spec's loss on a batch (the user-variant signature)."""
+    @property
+    def needs_rollout(self) -> bool:
+        """True when the spec reads the rollout policy's log-probs (training/rollout correction)."""
+        return "rollout_logp" in self.inputs
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        """How the second input and the ratio are named on the card: a KL penalty's second input is
+        the reference policy (π/π_ref), not π_old."""
+        return ("ref_logp", "π/π_ref") if self.is_penalty else ("old_logp", "ratio")
+
+    def loss(self, logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor,
+             rollout_logp: Tensor | None = None) -> Tensor:
+        """The spec's loss on a batch (the user-variant signature; ``rollout_logp`` defaults to
+        ``old_logp``, no training/rollout mismatch, when the spec reads it)."""
         if self.name == KL_SPEC:
             return kl_penalty(logp, old_logp, mask, config=self.config)[0]
-        return OBJECTIVES[self.name].loss_fn(logp, old_logp, adv, mask, config=self.config)[0]
+        extra = {"rollout_logp": old_logp if rollout_logp is None else rollout_logp} if self.needs_rollout else {}
+        seed_global_rngs(0)  # as the feed does before each call of the target (Clip-Cov's random pick)
+        return OBJECTIVES[self.name].loss_fn(logp, old_logp, adv, mask, config=self.config, **extra)[0]
 
     def describe(self) -> str:
         fields = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in dataclasses.fields(self.config))
@@ -77,15 +95,18 @@ def make_spec(name: str, params: Mapping[str, Any] | None = None, *, group_size:
         if key not in fields:
             raise UsageError(f"--spec-param {key!r} is not a field of {name}'s config {cls.__name__}; "
                              f"allowed: {', '.join(fields)}")
-    if params.get("group_size") is None and group_size is not None:
+    if params.get("group_size") is None and group_size is not None and "group_size" in fields:
         params["group_size"] = group_size
     try:
         config = cls(**params)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"--spec-param for {name}: {exc}") from exc
-    if config.agg == "seq-mean-token-sum-norm" and config.max_len is None:
+    if getattr(config, "agg", None) == "seq-mean-token-sum-norm" and config.max_len is None:
         raise UsageError(f"--spec-param max_len is required by {name} with agg='seq-mean-token-sum-norm'; "
                          "allowed: a positive int (the generation budget)")
-    level = "none" if name == KL_SPEC else OBJECTIVES[name].advantage_level
-    return Spec(name, config, level)
+    if name == KL_SPEC:
+        return Spec(name, config, "none")
+    entry = OBJECTIVES[name]
+    return Spec(name, config, entry.advantage_level, tuple(getattr(entry, "inputs", ())),
+                tuple(getattr(entry, "exempt_properties", ())))
 

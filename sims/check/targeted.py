@@ -29,7 +29,7 @@ so each group mixes advantage signs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -124,8 +124,9 @@ def _group(b: Batch, g: int) -> Batch:
     rows = slice(g * k, (g + 1) * k)
     lengths = b.lengths[rows]
     width = max(lengths)
-    cut = lambda x: x[rows, :width].contiguous()  # noqa: E731
-    return assemble(cut(b.logp), cut(b.old_logp), cut(b.adv), lengths, k)
+    cut = lambda x: None if x is None else x[rows, :width].contiguous()  # noqa: E731
+    return replace(assemble(cut(b.logp), cut(b.old_logp), cut(b.adv), lengths, k, cut(b.rollout_logp)),
+                   labels=b.labels)
 
 
 def simplify_targeted(b: Batch, failure: Callable[[Batch], str | None]) -> Batch:

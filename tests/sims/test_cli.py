@@ -128,9 +128,56 @@ def test_check_passes_a_correct_loss_and_writes_json(variants, tmp_path, capsys)
 
 
 def test_check_exits_1_when_a_check_fails(variants, capsys):
-    assert main(["check", f"{variants}:not_detached", *FAST]) == 1
+    assert main(["check", f"{variants}:not_detached", "--strict-constants", *FAST]) == 1
     out = capsys.readouterr().out
     assert "FAIL  contract: old_logp and adv are constants" in out and "FAILED: " in out
+
+
+def test_check_feeds_constants_as_trainers_do_unless_strict(variants, capsys):
+    main(["check", f"{variants}:not_detached", *FAST])
+    out = capsys.readouterr().out
+    assert "old_logp and adv are constants" not in out and "without requires_grad" in out
+
+
+def test_check_internal_error_exits_3_with_the_card_and_traceback(variants, tmp_path, capsys, monkeypatch):
+    import sims.check.runner as runner
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug in pgverify")
+
+    monkeypatch.setattr(runner, "check_extremes", broken)
+    out_json = tmp_path / "check.json"
+    assert main(["check", f"{variants}:cispo", "--json", str(out_json), *FAST]) == 3
+    captured = capsys.readouterr()
+    assert "contract: returns a finite 0-d loss" in captured.out  # the card of what ran
+    assert "internal error" in captured.err and "ZeroDivisionError: a bug in pgverify" in captured.err
+    doc = json.loads(out_json.read_text())
+    assert doc["internal_error"]["step"] == "contract: extremes" and "Traceback" in doc["internal_error"]["traceback"]
+
+
+def test_check_trainer_options(variants, capsys):
+    for extra in (["--dtype", "float32"], ["--mask-dtype", "int"], ["--adv-shape", "token", "--spec", "cispo"],
+                  ["--rtol", "1e-5", "--spec", "cispo"], ["--arg", "logp=logp", "--arg", "old_logp=old_logp",
+                                                          "--arg", "adv=adv", "--arg", "mask=mask"]):
+        assert main(["check", f"{variants}:cispo", *extra, *FAST]) == 0, extra
+    out = capsys.readouterr().out
+    assert "fed: float32 inputs" in out and "int mask" in out
+
+
+def test_check_leaves_the_working_directory_untouched(variants, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    work = tmp_path / "work"
+    work.mkdir()
+    env = dict(os.environ, PGVERIFY_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("HYPOTHESIS_STORAGE_DIRECTORY", None)
+    done = subprocess.run([sys.executable, "-m", "sims", "check", f"{variants}:cispo", "--examples", "5",
+                           "--no-profile-table"],
+                          cwd=work, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert list(work.iterdir()) == []  # no .hypothesis/, nothing else
 
 
 def test_check_with_a_spec_mismatch_shows_expected_and_actual_weights(variants, capsys):
@@ -150,6 +197,11 @@ def test_check_with_a_spec_mismatch_shows_expected_and_actual_weights(variants, 
     (["{file}:cispo", "--param", "tau=1"], "--param 'tau' is not a parameter of cispo"),
     (["{file}:cispo", "--spec-param", "eps_high=1"], "--spec-param needs --spec NAME"),
     (["{file}:cispo", "--param", "cap"], "--param 'cap' is not name=value"),
+    (["{file}:cispo", "--param", "cap=abc"], "--param cap='abc' is a str; allowed: a float"),
+    (["{file}:cispo", "--arg", "logp=nope"], "has no parameter 'nope'"),
+    (["{file}:cispo", "--factory", "cfg"], "--factory 'cfg' is not NAME=MODULE:FUNCTION"),
+    (["{file}:cispo", "--json", "{dir}/missing/out.json"], "does not exist"),
+    (["{file}:cispo", "--json", "{dir}"], "is a directory"),
 ])
 def test_check_usage_errors_exit_2_with_a_message(variants, tmp_path, capsys, args, message):
     argv = ["check", *(a.format(dir=tmp_path, file=variants) for a in args), *FAST]
@@ -158,7 +210,9 @@ def test_check_usage_errors_exit_2_with_a_message(variants, tmp_path, capsys, ar
     assert err.startswith("pgverify check: error: ") and message in err
 
 
-@pytest.mark.parametrize("args", [["{file}:cispo", "--examples", "0"], ["{file}:cispo", "--group-size", "x"]])
+@pytest.mark.parametrize("args", [["{file}:cispo", "--examples", "0"], ["{file}:cispo", "--group-size", "x"],
+                                  ["{file}:cispo", "--rtol", "-1"], ["{file}:cispo", "--dtype", "float16"],
+                                  ["{file}:cispo", "--mask-dtype", "half"]])
 def test_check_bad_numbers_exit_2(variants, capsys, args):
     with pytest.raises(SystemExit) as exc:
         main(["check", *(a.format(file=variants) for a in args)])

@@ -258,10 +258,6 @@ CORRECT = (
     Correct(kl_cov, "kl_cov", {"kl_cov_ratio": 0.1}, {"kl_cov_ratio": 0.1}),
     # ratio 1: every candidate is detached, so verl's random draw is the same at any RNG state
     Correct(clip_cov, "clip_cov", {"clip_cov_ratio": 1.0}, {"clip_cov_ratio": 1.0}),
+    Correct(ppo_clip_rollout_is, "ppo_clip_rollout_is"),  # takes rollout_logp (ObjectiveSpec.inputs)
 )
 
-CORRECT_ROLLOUT = (
-    # takes rollout_logp (ObjectiveSpec.inputs): for the checker once it supplies it; until then
-    # tests/sims/check/test_rollout_twins.py compares it with the registry spec directly
-    Correct(ppo_clip_rollout_is, "ppo_clip_rollout_is"),
-)

@@ -100,8 +100,9 @@ def seq_ratio_unmasked(logp, old_logp, adv, mask):
 
 
 def cispo_ratio_not_detached(logp, old_logp, adv, mask, cap=5.0):
-    """CISPO without the stop-gradient on the clipped ratio: gradient leaks into old_logp (and the
-    weight gains a ρ·A·ℓ term)."""
+    """CISPO without the stop-gradient on the clipped ratio: the weight gains a ρ·A·ℓ term, so at
+    ρ = 1 it is A·(1 + ℓ), not a positive multiple of A once ℓ < -1 (and, with ``--strict-constants``,
+    gradient leaks into old_logp)."""
     weight = torch.exp(logp - old_logp).clamp(max=cap)
     return _token_mean(-weight * adv.detach() * logp, mask)
 
@@ -235,8 +236,7 @@ PLANTED = (
     Planted(ppo_without_dual_clip, "verl #783", SPEC_REGIONS, "ppo_clip", {"dual_clip_c": 3.0}),
     Planted(ppo_clip_ignores_sign, "TRL #3032", SPEC_REGIONS, "ppo_clip"),
     Planted(seq_ratio_unmasked, "mask omitted (class of verl #2776 / TRL #2995)", "padding invariance"),
-    Planted(cispo_ratio_not_detached, "CISPO's sg (MiniMax-M1 eq. 4)",
-            "contract: old_logp and adv are constants (zero gradient)"),
+    Planted(cispo_ratio_not_detached, "CISPO's sg (MiniMax-M1 eq. 4)", "on-policy reduction to REINFORCE"),
     Planted(seq_ratio_exp_of_sums, "NeMo-RL #2269, TRL #4772", "contract: finite on extreme valid inputs"),
     Planted(k3_clamped, "verl #2928", SPEC_REGIONS, "kl", {"estimator": "k3"}),
     Planted(gspo_with_ppo_epsilon, "TRL #3834", SPEC_WEIGHTS, "gspo"),
@@ -254,11 +254,7 @@ PLANTED = (
     Planted(bypass_tis_inverted, "verl bypass_mode reinforce", SPEC_WEIGHTS, "reinforce",
             {"is_level": "token", "is_cap": 2.0}),
     Planted(gspo_without_dual_clip, "dual-clip on s (class of verl #783)", SPEC_REGIONS, "gspo", {"dual_clip_c": 3.0}),
-)
-
-PLANTED_ROLLOUT = (
-    # takes rollout_logp: tests/sims/check/test_rollout_twins.py until the checker supplies it
     Planted(ppo_clip_rollout_is_before_clip, "verl rollout_is_weights after clipping", SPEC_WEIGHTS,
-            "ppo_clip_rollout_is"),
+            "ppo_clip_rollout_is"),  # takes rollout_logp
 )
 """``flagged_by`` is a check name; ``{}`` stands for the spec's name."""

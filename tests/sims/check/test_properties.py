@@ -82,3 +82,12 @@ def test_batch_scaling_tells_mean_from_sum():
     assert batch_scaling(correct.cispo, LAYOUT).data["weight_factor"] == pytest.approx(0.5)
     summed = batch_scaling(planted.drgrpo_sum_over_sequences, LAYOUT)
     assert summed.data["weight_factor"] == pytest.approx(1.0) and "sum-like" in summed.detail
+
+
+def test_a_nan_weight_fails_the_check_that_meets_it():
+    def nan_where_adv_is_zero(logp, old_logp, adv, mask):  # 0/0 for A = 0: a NaN weight, not a zero one
+        scale = adv / adv.abs()
+        return -(scale * adv.abs() * logp * mask).sum() / mask.sum()
+
+    r = check_zero_advantage(nan_where_adv_is_zero, LAYOUT, examples=20, seed=0)
+    assert r.passed is False and "not finite" in r.detail

@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 
+from sims.check.feed import resolve_names
 from sims.check.target import UsageError, bind_params, load_target, parse_assignments, parse_value
 
 
@@ -73,15 +74,15 @@ def test_bind_params_checks_the_signature_and_binds_settings():
     def two_args(logp, old_logp):
         return logp
 
-    with pytest.raises(UsageError, match="wrong signature"):
-        bind_params(two_args)
+    with pytest.raises(UsageError, match="wrong signature"):  # the call convention is resolved by feed
+        resolve_names(bind_params(two_args))
 
     def needs_more(logp, old_logp, adv, mask, beta):
         return logp
 
     with pytest.raises(UsageError, match="wrong signature"):
-        bind_params(needs_more)
-    assert bind_params(needs_more, {"beta": 0.1})
+        resolve_names(bind_params(needs_more))
+    assert resolve_names(bind_params(needs_more, {"beta": 0.1})) == {}
 
     def takes_kwargs(logp, old_logp, adv, mask, **settings):
         return settings
