@@ -5,8 +5,8 @@ An experiment (bsuite pattern) is a module with a frozen ``Config`` (``Config.qu
 whose ``table`` is a tidy ``pandas.DataFrame`` (one row per measured quantity and sweep point,
 with ``low``/``high`` interval columns where the number is random), ``summary`` (the scores the
 claims ledger reads, each a number or an ``Estimate`` with its interval), ``published`` (results
-from ``research/papers.md`` reproduced: published value, ours, agreement) and ``plot(result,
-path)`` writing one PNG.
+from ``research/papers.md`` reproduced: published value, ours, agreement) and ``figures(result)``
+(``sims.experiments._plotting``) with ``plot(result, path)`` writing them as PNGs.
 
 Statistics are small pure functions over scipy.stats; every interval states its level.
 """
@@ -42,9 +42,7 @@ class Estimate:
         return cls(float(value), float(value), float(value))
 
     def __str__(self) -> str:
-        if self.low == self.high:
-            return f"{self.value:.4g}"
-        return f"{self.value:.4g} [{self.low:.4g}, {self.high:.4g}]"
+        return format_estimate(self.value, self.low, self.high)
 
     def excludes(self, x: float) -> bool:
         """True when ``x`` lies outside the interval (the difference is significant)."""
@@ -52,6 +50,25 @@ class Estimate:
 
     def as_dict(self) -> dict[str, float]:
         return {"value": self.value, "low": self.low, "high": self.high}
+
+
+def format_estimate(value: float, low: float, high: float) -> str:
+    """``value [low, high]`` with one number of decimals for all three, chosen so the interval's
+    half-width shows two significant digits ("0.0150 [0.0139, 0.0161]"); a common power of ten
+    ("2.255e-04 [2.230e-04, 2.280e-04]") when the numbers are below 1e-3 or at least 1e5. An
+    exact number (low == high) prints with 4 significant digits; non-finite parts as they are."""
+    if low == high or not all(math.isfinite(x) for x in (value, low, high)):
+        return f"{value:.4g}" if low == high else f"{value:.4g} [{low:.4g}, {high:.4g}]"
+    half = (high - low) / 2
+    big = max(abs(value), abs(low), abs(high))
+    exp = 0
+    if big >= 1e5 or big < 1e-3:
+        exp = math.floor(math.log10(big))
+    scale = 10.0 ** exp
+    decimals = min(max(0, 1 - math.floor(math.log10(half / scale))), 12)
+    suffix = f"e{exp:+03d}" if exp else ""
+    return " ".join([f"{value / scale:.{decimals}f}{suffix}",
+                     f"[{low / scale:.{decimals}f}{suffix},", f"{high / scale:.{decimals}f}{suffix}]"])
 
 
 @dataclass(frozen=True)
@@ -135,23 +152,3 @@ def mc_config(n_replicas: int, *, group_size: int, seed: int) -> MCConfig:
 def seeded(seed: int, offset: int) -> torch.Generator:
     """A CPU generator for stream ``offset`` of experiment seed ``seed`` (streams never overlap)."""
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(offset))
-
-
-def figure(n_panels: int, *, width: float = 4.0, height: float = 3.2):
-    """A matplotlib figure with ``n_panels`` axes in one row (non-interactive backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, n_panels, figsize=(width * n_panels, height), squeeze=False)
-    return fig, list(axes[0])
-
-
-def save(fig, path) -> None:
-    """Write ``fig`` to ``path`` (PNG) and release it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
