@@ -1,6 +1,7 @@
 """Experiments (bsuite pattern): each module has a frozen ``Config`` with ``quick()``, ``full()``
 and ``tiny()`` sweeps, ``run(config, *, seed, device) -> Result`` (a tidy table, a summary the
-claims ledger reads, published results reproduced) and ``plot(result, path)``. See ``_common``.
+claims ledger reads, published results reproduced), ``figures(result)`` (each figure with its caption;
+``_plotting``) and ``plot(result, path)``, which writes them. See ``_common``.
 
 ``EXPERIMENTS`` lists them in report order; the report and the ledger iterate over it.
 """

@@ -31,7 +31,8 @@ from policies.tabular import TabularPolicy
 from policies.tasks import TokenCount
 from sims._checks import require
 from sims.advantages import NoConfig, StdConfig
-from sims.experiments._common import Estimate, Published, Result, check_replicas, figure, mc_config, normal_interval, save
+from sims.experiments._common import Estimate, Published, Result, check_replicas, mc_config, normal_interval
+from sims.experiments._plotting import PALETTE, Figure, fmt, join, legend_outside, line_kw, new_figure, plot_to, style
 from sims.filters import DynamicSamplingConfig, dynamic_sampling
 from sims.engines.montecarlo import mc_gradient
 from sims.objectives import ReinforceConfig
@@ -204,19 +205,73 @@ def _published(config: Config) -> list[Published]:
     return out
 
 
-def plot(result: Result, path) -> None:
-    """w(p) per estimator without (solid) and with (dashed) dynamic sampling; MC checks as dots."""
-    table = result.table
-    fig, (ax,) = figure(1, width=6.0, height=4.0)
-    for i, (label, *_) in enumerate(ESTIMATORS):
-        for dyn, style in ((False, "-"), (True, "--")):
-            w = table[(table.estimator == label) & (table["dynamic sampling"] == dyn) & (table.quantity == "weight")]
-            ax.plot(w.p, w.value, style, c=f"C{i}", label=f"{label}{' + dynamic sampling' if dyn else ''}")
-        mc = table[(table.estimator == label) & (table.quantity == "MC weight")]
-        ax.errorbar(mc.p, mc.value, yerr=[mc.value - mc.low, mc.high - mc.value], fmt="o", c=f"C{i}", ms=3)
-    ax.set_yscale("log")
-    ax.set_xlabel("pass rate p")
-    ax.set_ylabel("effective weight w(p) (E[ĝ] = w·∇p)")
-    ax.set_title(f"K = {result.config.group_size}; dots: Monte Carlo (95% CI)", fontsize=9)
-    ax.legend(fontsize=6)
-    save(fig, path)
+def figures(result: Result) -> list[Figure]:
+    """(1) w(p) per estimator, without and with dynamic sampling (one panel each), Monte Carlo
+    checks as points; (2) the Monte Carlo variance trace per estimator at the checked p."""
+    table, cfg, summary = result.table, result.config, result.summary
+    labels = [lab for lab, *_ in ESTIMATORS]
+    w_all = table[table.quantity == "weight"]
+    with style():
+        fig, axes = new_figure(1, 2, width=6.5, height=3.0, sharey=True)
+        for ax, dyn in zip(axes[0], (False, True)):
+            for i, label in enumerate(labels):
+                w = w_all[(w_all.estimator == label) & (w_all["dynamic sampling"] == dyn)]
+                ax.plot(w.p, w.value, **line_kw(i, markevery=(i, max(1, len(w) // 8))), label=label)  # staggered markers
+            ax.set_yscale("log")
+            ax.set_xlabel("pass rate p of the prompt")
+            ax.set_xlim(0, 1)
+        mc = table[table.quantity == "MC weight"]
+        axes[0][0].errorbar(mc.p, mc.value, yerr=[mc.value - mc.low, mc.high - mc.value], ls="none", marker="x",
+                            color=PALETTE[6], ms=5, label="Monte Carlo check (95% CI)")
+        axes[0][0].set_ylabel("effective weight w(p), E[ĝ] = w(p)·∇p")
+        axes[0][0].set_title("per sampled group")
+        axes[0][1].set_title("per trained group, with dynamic sampling")
+        legend_outside(fig, axes[0], ncol=3)
+        main = fig
+    k = cfg.group_size
+    spread, spread_dyn = summary["weight_spread"], summary["weight_spread_dynamic"]
+    flat = [lab for lab in labels if spread[lab] < 1 + 1e-6]
+    steep = [lab for lab in labels if spread[lab] >= 1 + 1e-6]
+    mean_w = {lab: float(np.mean(list(summary["weights"][lab].values()))) for lab in labels}
+    caption = (
+        f"Difficulty bias (K = {k} samples per prompt): the effective weight w(p) a prompt with pass rate p gets, "
+        "exact from the binomial distribution of the group's successes. An unbiased estimator has a flat "
+        f"w(p). Left: {join(f'{lab} (w = {fmt(mean_w[lab])})' for lab in flat)} "
+        f"{'are' if len(flat) != 1 else 'is'} flat; {join(f'{lab} (max/min {fmt(spread[lab])})' for lab in steep)} "
+        f"{'weight' if len(steep) != 1 else 'weights'} the prompts near p = 0 and p = 1 more. Right: dynamic sampling "
+        "drops the all-equal groups; per trained group the max/min of w(p) is "
+        f"{fmt(min(spread_dyn.values()))}–{fmt(max(spread_dyn.values()))} across the estimators"
+        + (", larger than without it for every estimator: conditioning on a kept group re-weights the extreme "
+           "prompts instead of flattening them" if all(spread_dyn[lab] > spread[lab] for lab in labels) else "")
+        + f". Crosses: Monte Carlo checks through the sampling engine at p = "
+        f"{join(f'{p:g}' for p in cfg.mc_pass_rates)} (largest |z| against the exact curve "
+        f"{fmt(summary['mc_max_abs_z'])}, threshold {summary['mc_z_threshold']:g})."
+    )
+    v = table[table.quantity == "MC variance trace"]
+    with style():
+        fig, axes = new_figure(1, 1, width=4.6, height=3.4)
+        ax = axes[0][0]
+        for i, label in enumerate(labels):
+            s = v[v.estimator == label].sort_values("p")
+            ax.errorbar(s.p, s.value, yerr=[s.value - s.low, s.high - s.value], **line_kw(i), label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("pass rate p of the prompt")
+        ax.set_ylabel("variance trace tr Cov(ĝ) (logit units²)")
+        legend_outside(fig, [ax], ncol=2)
+        var_fig = fig
+    ref, base = "no baseline (A = R)", "RLOO"
+    mv = summary["mc_variance"]
+    lower = [p for p in cfg.mc_pass_rates if mv[f"{base}, p={p:g}"].high < mv[f"{ref}, p={p:g}"].low]
+    higher = [p for p in cfg.mc_pass_rates if mv[f"{base}, p={p:g}"].low > mv[f"{ref}, p={p:g}"].high]
+    cap2 = (
+        f"Monte Carlo variance trace of the one-token bandit's gradient estimate (K = {k}, 95% CIs) per advantage "
+        f"estimator. Compare RLOO with no baseline: RLOO's variance is lower at p = {join(f'{p:g}' for p in lower) or 'no p'}"
+        + (f" and higher at p = {join(f'{p:g}' for p in higher)} (non-overlapping intervals), so a baseline does "
+           "not lower the variance at every pass rate" if higher else "") + "."
+    )
+    return [Figure(NAME, main, caption), Figure(f"{NAME}_variance", var_fig, cap2)]
+
+
+def plot(result: Result, path) -> dict[str, str]:
+    """Write ``figures(result)`` (the first at ``path``); returns {file name: caption}."""
+    return plot_to(figures(result), path)

@@ -34,7 +34,8 @@ from policies.tabular import TabularPolicy
 from policies.tasks import TokenCount, calibrate
 from sims._checks import require
 from sims.algorithms import ALGORITHMS, Algorithm, algorithm_loss
-from sims.experiments._common import Result, mean_interval, save, seeded
+from sims.experiments._common import Result, mean_interval, seeded
+from sims.experiments._plotting import MARKERS, PALETTE, Figure, fmt, join, legend_outside, line_kw, new_figure, plot_to, style
 from sims.objectives import P_MODES
 
 NAME = "dynamics"
@@ -209,28 +210,147 @@ def summarise(table: pd.DataFrame, config: Config) -> dict[str, Any]:
     return out
 
 
-def plot(result: Result, path) -> None:
-    """Rows of panels per task: reward, pass@k, entropy, KL, solutions, zero-grad fraction over
-    steps, mean and 95% band over seeds per algorithm (SGS variants dashed)."""
-    table = result.table
+METRIC_LABELS = {"reward": "reward J (pass rate)", "pass@k": "pass@k", "entropy": "entropy (nats / token)",
+                 "kl_to_init": "KL(π ‖ π_init) (nats / token)", "solutions": "distinct correct answers kept",
+                 "zero_grad_frac": "fraction of tokens with w = 0"}
+
+
+def _curves(ax, table: pd.DataFrame, task: str, metric: str, names: list[str]) -> None:
+    """Mean over seeds and its 95% t-band per algorithm, one series each."""
+    from scipy import stats as st
+
+    sub = table[(table.task == task) & (table.metric == metric)].dropna(subset=["value"])
+    for i, name in enumerate(names):
+        g = sub[sub.algorithm == name]
+        agg = g.groupby("step")["value"].agg(["mean", "std", "count"])
+        half = st.t.ppf(0.975, (agg["count"] - 1).clip(lower=1)) * agg["std"].fillna(0) / np.sqrt(agg["count"])
+        ax.plot(agg.index, agg["mean"], **line_kw(i, markevery=(2 * i, max(1, len(agg) // 6))), lw=1.2, label=name)
+        ax.fill_between(agg.index, agg["mean"] - half, agg["mean"] + half, color=PALETTE[i], alpha=0.12, lw=0)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(METRIC_LABELS[metric])
+
+
+def figures(result: Result) -> list[Figure]:
+    """(1) entropy over training per task; (2) final entropy per algorithm against the collapse
+    threshold, and the paired SGS − CISPO differences; (3) reward and zero-gradient fraction over
+    training. Means over seeds with 95% t-intervals."""
+    table, cfg, summary = result.table, result.config, result.summary
     tasks = list(dict.fromkeys(table.task))
-    import matplotlib
+    names = list(dict.fromkeys(table.algorithm))
+    last = summary["steps"]
+    with style():
+        fig, axes = new_figure(1, len(tasks), width=6.5, height=3.3, sharey=True)
+        for ax, task in zip(axes[0], tasks):
+            _curves(ax, table, task, "entropy", names)
+            ax.set_title(task)
+        legend_outside(fig, axes[0], ncol=4)
+        entropy_fig = fig
+    fin = summary["final"]
+    init = summary["initial"]
+    ent = {t: {n: fin[t][n]["entropy"] for n in names} for t in tasks}
+    caption = (
+        f"Policy entropy per token over {last} training steps ({cfg.n_updates} Adam steps per sampled batch, "
+        f"G × K samples with K = {cfg.group_size}; mean over {cfg.n_seeds} seeds with 95% bands). The tasks start "
+        f"at entropy {join(fmt(init[t]['entropy'], 4) for t in tasks)} nats/token. Look at where "
+        "the curves end: "
+        + "; ".join(f"{t}: highest {max(ent[t], key=lambda n: ent[t][n].value)} "
+                    f"({ent[t][max(ent[t], key=lambda n: ent[t][n].value)]}), lowest "
+                    f"{min(ent[t], key=lambda n: ent[t][n].value)} ({ent[t][min(ent[t], key=lambda n: ent[t][n].value)]})"
+                    for t in tasks)
+        + "."
+    )
+    kept = [n for n in names if all(ent[t][n].low > max(ent[t][m].high for m in names if m != n) for t in tasks)]
+    if kept:
+        caption += (f" {join(kept)} ends above every other algorithm on both tasks; its KL penalty to the "
+                    "initial policy holds the entropy up." if kept == ["grpo"] else
+                    f" {join(kept)} ends above every other algorithm on both tasks.")
+    # (2) final entropy and the paired differences
+    sgs_names = [n for n in names if n.startswith("sgs_cispo")]
+    with style():
+        has_paired = bool(summary["paired_vs_cispo"]) and bool(sgs_names)
+        fig, axes = new_figure(1, 2 if has_paired else 1, width=6.5, height=3.4, sharey=True)
+        ax_f = axes[0][0]
+        y = np.arange(len(names))[::-1]
+        for j, task in enumerate(tasks):
+            h0 = init[task]["entropy"]  # exact (enumeration of the common initial policy)
+            v = np.array([ent[task][n].value for n in names]) / h0
+            err = [v - np.array([ent[task][n].low for n in names]) / h0, np.array([ent[task][n].high for n in names]) / h0 - v]
+            ax_f.errorbar(v, y + (0.15 - 0.3 * j), xerr=err, ls="none", marker=MARKERS[j], color=PALETTE[j], label=task)
+        ax_f.axvline(1.0, color=PALETTE[6], lw=1, ls="-", label="initial entropy")
+        ax_f.axvline(0.9, color=PALETTE[7], lw=1, ls="--", label="0.9 × initial (no collapse)")
+        ax_f.set_xlim(0, 1.05)
+        ax_f.set_yticks(y, names)
+        ax_f.set_xlabel(f"entropy at step {last} / initial entropy")
+        ax_f.set_title("final entropy, 95% CI over seeds")
+        ax_f.grid(axis="y", visible=False)
+        if has_paired:
+            ax_p = axes[0][1]
+            for j, task in enumerate(t for t in tasks if t in summary["paired_vs_cispo"]):
+                paired = summary["paired_vs_cispo"][task]
+                rows = [n for n in names if n in paired]
+                v = np.array([paired[n]["entropy"].value for n in rows])
+                err = [v - [paired[n]["entropy"].low for n in rows], [paired[n]["entropy"].high for n in rows] - v]
+                ax_p.errorbar(v, np.array([y[names.index(n)] for n in rows]) + (0.15 - 0.3 * j), xerr=err, ls="none",
+                              marker=MARKERS[j], color=PALETTE[j])
+            ax_p.axvline(0, color="k", lw=0.8)
+            ax_p.set_xlabel("paired difference vs CISPO (nats / token)")
+            ax_p.set_title("SGS-CISPO − CISPO, same seeds")
+            ax_p.grid(axis="y", visible=False)
+        legend_outside(fig, [ax_f], ncol=4)
+        final_fig = fig
+    covers = {t: [n for n, d in summary["paired_vs_cispo"].get(t, {}).items() if d["entropy"].low <= 0 <= d["entropy"].high]
+              for t in tasks}
+    cap2 = (
+        f"Left: entropy at step {last} per algorithm and task as a fraction of the task's initial entropy "
+        f"({join(fmt(init[t]['entropy'], 4) for t in tasks)} nats/token), against 0.9 × initial (dashed: the "
+        "ledger's no-collapse threshold, C13). An interval left of the dashed line means that algorithm collapsed "
+        f"entropy on that task; {sum(ent[t][n].high < 0.9 * init[t]['entropy'] for t in tasks for n in names)} of "
+        f"{len(tasks) * len(names)} are. "
+    )
+    if has_paired:
+        cap2 += ("Right: the paired difference in final entropy between each SGS-CISPO variant and CISPO on the same "
+                 "seeds (positive: SGS keeps more entropy). ")
+        for t in tasks:
+            if covers[t]:
+                cap2 += (f"On {t}, {len(covers[t])} of {len(summary['paired_vs_cispo'][t])} intervals cover 0 "
+                         f"({join(covers[t]) if len(covers[t]) <= 3 else join(covers[t][:3]) + ', …'}): with "
+                         f"{cfg.n_seeds} seeds those differences are not distinguishable from none. ")
+    # (3) reward and zero-gradient fraction
+    with style():
+        fig, axes = new_figure(2, len(tasks), width=6.5, height=4.6, sharex=True)
+        for col, task in enumerate(tasks):
+            for row, metric in enumerate(("reward", "zero_grad_frac")):
+                _curves(axes[row][col], table, task, metric, names)
+                axes[row][col].set_ylim(-0.03, 1.03)
+                if row == 0:
+                    axes[row][col].set_title(task)
+                    axes[row][col].set_xlabel("")
+        legend_outside(fig, axes[0], ncol=4)
+        learn_fig = fig
+    rew = {t: min(fin[t][n]["reward"].value for n in names) for t in tasks}
+    algs = algorithms()
+    gets_grad = sorted({n for t in tasks for n in names if fin[t][n]["zero_grad_frac"].value < 0.5})
+    with_kl = [n for n in gets_grad if n in algs and algs[n].kl is not None]
+    zero = [n for n in names if n not in gets_grad]
+    zg = {t: min(fin[t][n]["zero_grad_frac"].value for n in zero) for t in tasks} if zero else {}
+    cap3 = (
+        "Top: the expected reward (exact by enumeration) over training; bottom: the fraction of sampled tokens whose "
+        "gradient weight is exactly 0 in the last update of each step (95% bands over seeds). Look at the two "
+        f"together: once a task is solved (final reward at least {join(fmt(rew[t]) for t in tasks)}) most groups "
+        "are all correct, their group-relative advantage is 0 and their tokens get no gradient"
+    )
+    if zg:
+        cap3 += f": the final zero-gradient fraction is at least {join(fmt(zg[t]) for t in tasks)}"
+        if gets_grad:
+            cap3 += f" for every algorithm except {join(gets_grad)}"
+            if with_kl:
+                cap3 += (f" ({join(with_kl)}: {'its' if len(with_kl) == 1 else 'their'} KL penalty to the initial "
+                         "policy gives every token a gradient)")
+    cap3 += "."
+    return [Figure(NAME, entropy_fig, caption), Figure(f"{NAME}_final", final_fig, cap2.strip()),
+            Figure(f"{NAME}_learning", learn_fig, cap3)]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(tasks), len(METRICS), figsize=(3.0 * len(METRICS), 2.7 * len(tasks)), squeeze=False)
-    for row, task in enumerate(tasks):
-        for col, metric in enumerate(METRICS):
-            ax = axes[row][col]
-            sub = table[(table.task == task) & (table.metric == metric)].dropna(subset=["value"])
-            for i, (name, g) in enumerate(sub.groupby("algorithm", sort=False)):
-                stats_ = g.groupby("step")["value"].agg(["mean", "std", "count"])
-                half = 1.96 * stats_["std"] / np.sqrt(stats_["count"])
-                style = "--" if name.startswith("sgs") else "-"
-                ax.plot(stats_.index, stats_["mean"], style, lw=1, label=name, c=f"C{i % 10}")
-                ax.fill_between(stats_.index, stats_["mean"] - half, stats_["mean"] + half, alpha=0.12, color=f"C{i % 10}")
-            ax.set_title(f"{task}: {metric}", fontsize=8)
-            ax.set_xlabel("step", fontsize=7)
-    axes[0][0].legend(fontsize=5)
-    save(fig, path)
+def plot(result: Result, path) -> dict[str, str]:
+    """Write ``figures(result)`` (the first at ``path``); returns {file name: caption}."""
+    return plot_to(figures(result), path)

@@ -36,8 +36,8 @@ from sims._checks import require
 from sims.advantages import NoConfig, StdConfig
 from sims.algorithms import ALGORITHMS, algorithm_loss
 from sims.engines.exact import exact_group_estimator_mean, exact_objective
-from sims.experiments._common import (Estimate, Published, Result, check_replicas, figure, mc_config, normal_interval,
-                                      save, seeded)
+from sims.experiments._common import Estimate, Published, Result, check_replicas, mc_config, normal_interval, seeded
+from sims.experiments._plotting import MARKERS, PALETTE, Figure, fmt, join, legend_outside, new_figure, plot_to, style
 from sims.engines.montecarlo import mc_gradient
 from sims.objectives import PpoClipConfig, ppo_clip
 
@@ -250,26 +250,60 @@ def _published(table: pd.DataFrame, config: Config) -> list[Published]:
     return out
 
 
-def plot(result: Result, path) -> None:
-    """Left: the toy's expected ∂p_W and ∂p_C per algorithm (G from the summary). Right: the
-    larger policy's cos(E ĝ, ∇E|o|) per aggregation with intervals."""
-    fig, (ax_t, ax_l) = figure(2, width=5.0)
-    s = result.summary
+TOY_LABELS = {"grpo": "GRPO", "grpo_no_std": "GRPO\n(no std)", "drgrpo": "Dr.GRPO", "dapo": "DAPO"}
+
+
+def figures(result: Result) -> list[Figure]:
+    """Left: the toy's exact expected ∂p_W and ∂p_C per algorithm. Right: the larger policy's
+    cos(E ĝ, ∇E|o|) per aggregation with intervals."""
+    s, cfg = result.summary, result.config
     names = list(s["toy_updates"])
-    x = np.arange(len(names))
-    ax_t.bar(x - 0.2, [s["toy_updates"][n]["dp_W"] for n in names], 0.4, label="∂p_W (wrong: stop prob.)")
-    ax_t.bar(x + 0.2, [s["toy_updates"][n]["dp_C"] for n in names], 0.4, label="∂p_C (correct)")
-    ax_t.set_xticks(x, names, fontsize=7)
-    ax_t.axhline(0, c="k", lw=0.7)
-    ax_t.set_title(f"Dr.GRPO toy, exact, G = {s['toy_G']}, q = {result.config.q}", fontsize=9)
-    ax_t.legend(fontsize=6)
     cos = s["larger_cos"]
     labels = list(cos)
-    y = np.arange(len(labels))
-    ax_l.errorbar([cos[k].value for k in labels], y,
-                  xerr=[[cos[k].value - cos[k].low for k in labels], [cos[k].high - cos[k].value for k in labels]],
-                  fmt="o")
-    ax_l.set_yticks(y, labels, fontsize=6)
-    ax_l.axvline(0, c="k", lw=0.7)
-    ax_l.set_title("cos(expected update, ∇E|o|), larger policy", fontsize=9)
-    save(fig, path)
+    with style():
+        fig, axes = new_figure(1, 2, width=6.5, height=2.9, gridspec_kw={"width_ratios": [1, 1.1]})
+        ax_t, ax_l = axes[0]
+        x = np.arange(len(names))
+        for i, (key, what) in enumerate((("dp_W", "∂p_W (wrong answers' stop prob.)"),
+                                         ("dp_C", "∂p_C (correct answers' stop prob.)"))):
+            ax_t.bar(x + (i - 0.5) * 0.38, [s["toy_updates"][n][key] for n in names], 0.38, color=PALETTE[i],
+                     hatch=("", "//")[i], edgecolor="white", label=what)
+        ax_t.set_xticks(x, [TOY_LABELS.get(n, n) for n in names])
+        ax_t.axhline(0, color="k", lw=0.7)
+        ax_t.set_ylabel("expected update (exact)")
+        ax_t.set_title(f"toy, G = {s['toy_G']}, q = {cfg.q:g}")
+        y = np.arange(len(labels))[::-1]
+        exact = [cos[k].low == cos[k].high for k in labels]
+        for j, (is_exact, name, mk) in enumerate(((True, "exact", MARKERS[0]), (False, "Monte Carlo, 95% CI", MARKERS[1]))):
+            sel = [n for n, e in enumerate(exact) if e == is_exact]
+            if sel:
+                v = np.array([cos[labels[n]].value for n in sel])
+                err = [v - [cos[labels[n]].low for n in sel], [cos[labels[n]].high for n in sel] - v]
+                ax_l.errorbar(v, y[sel], xerr=err, ls="none", marker=mk, color=PALETTE[2 + j], label=name)
+        ax_l.set_yticks(y, [lab.replace(" (", "\n(") for lab in labels])
+        ax_l.axvline(0, color="k", lw=0.7)
+        ax_l.set_xlabel("cos(E ĝ, ∇E|o|)  (< 0: shortens)")
+        ax_l.set_title(f"larger policy (T = {cfg.horizon}, V = {cfg.vocab})")
+        ax_l.grid(axis="y", visible=False)
+        legend_outside(fig, [ax_t, ax_l], ncol=2)
+    toy = s["toy_updates"]
+    covers = [lab for lab in labels if cos[lab].low < cos[lab].high and cos[lab].low <= 0 <= cos[lab].high]
+    caption = (
+        f"Length bias with a reward that does not depend on length. Left: the Dr. GRPO toy (q = {cfg.q:g}, groups of "
+        f"G = {s['toy_G']}, exact over every group): the expected change of each branch's stop probability; the "
+        "true gradient is 0 for both. Look for bars of opposite sign: "
+        + join(f"{TOY_LABELS.get(n, n).replace(chr(10), ' ')} (∂p_W = {fmt(toy[n]['dp_W'])})" for n in names)
+        + ". Right: on a larger Markov policy with length independent of the content (reward–length covariance "
+        f"{fmt(s['length_covariance'])}), the cosine between the expected update and the direction that lengthens "
+        f"responses; the true gradient gives {fmt(cos['true ∇J'].value)}."
+    )
+    for lab in covers:
+        caption += (f" The interval of {lab} ({cos[lab]}) covers 0: it comes from Monte Carlo (no exact form exists "
+                    "for token-level normalisation), and at this sample size it cannot tell a length bias of "
+                    "that size from none; the toy on the left is exact and decides the sign.")
+    return [Figure(NAME, fig, caption)]
+
+
+def plot(result: Result, path) -> dict[str, str]:
+    """Write ``figures(result)`` (the first at ``path``); returns {file name: caption}."""
+    return plot_to(figures(result), path)

@@ -25,7 +25,8 @@ import torch
 from scipy import stats
 
 from sims._checks import require
-from sims.experiments._common import Result, figure, save, seeded
+from sims.experiments._common import Result, seeded
+from sims.experiments._plotting import PALETTE, Figure, fmt, join, legend_outside, line_kw, new_figure, plot_to, style
 from sims.objectives import P_MODES, SgsCispoConfig, sgs_scale
 from theory import sgs as theory_sgs
 
@@ -153,24 +154,71 @@ def run(config: Config, *, seed: int = 0, device: str = "cpu") -> Result:
     return Result(NAME, config, table, summary)
 
 
-def plot(result: Result, path) -> None:
-    """S(P) per (k, τ); S's 5–95% band versus length per p_mode."""
-    table = result.table
-    fig, (ax_c, ax_l) = figure(2, width=5.0)
+def figures(result: Result) -> list[Figure]:
+    """(1) S(P) for A > 0, one panel per k with a curve per τ; (2) S's mean and 5–95% band
+    versus response length, one panel per p_mode."""
+    table, cfg, summary = result.table, result.config, result.summary
     curves = table[(table.part == "curve") & (table.sign == "A>0")]
-    for (k, tau), g in curves.groupby(["k", "tau"]):
-        ax_c.plot(g.P, g.S, label=f"k={k:g}, τ={tau:g}")
-    ax_c.set_xlabel("confidence P")
-    ax_c.set_ylabel("S (A > 0); S = 1 for A ≤ 0")
-    ax_c.legend(fontsize=5, ncol=2)
+    ks = sorted(curves.k.unique())
+    with style():
+        fig, axes = new_figure(1, len(ks), width=6.5, height=2.5, sharey=True)
+        for ax, k in zip(axes[0], ks):
+            for i, (tau, g) in enumerate(curves[curves.k == k].groupby("tau")):
+                g = g.sort_values("P")
+                ax.plot(g.P, g.S, **line_kw(i, markevery=(4 * i, max(1, len(g) // 6))), label=f"τ = {tau:g}")
+            ax.set_title(f"k = {k:g}")
+            ax.set_xlabel("confidence P")
+            ax.set_xlim(0, 1)
+            ax.set_ylim(-0.03, 1.03)
+        axes[0][0].set_ylabel("scale S(P) for A > 0")
+        legend_outside(fig, axes[0], ncol=len(cfg.taus))
+        curve_fig = fig
+    s0 = summary["S_at_P0_by_k_tau"]
+    lo_key, hi_key = min(s0, key=s0.get), max(s0, key=s0.get)
+
+    def pair(key):  # "k=1, tau=0.3" -> "k = 1, τ = 0.3"
+        return key.replace("tau=", "τ = ").replace("k=", "k = ")
+
+    caption = (
+        "Smooth Gradient Scaling S(P) = 1 − σ(k(P − τ)) for a positive advantage (S = 1 for A ≤ 0: "
+        f"{'exactly 1 on the whole grid' if summary['negative_scale_is_one'] else 'NOT 1 everywhere'}), from the "
+        "torch code (the symbolic derivation agrees to "
+        f"{fmt(summary['torch_symbolic_max_diff'])}). Look at the left end of each curve: S(P → 0) = 1 − σ(−kτ) "
+        f"is the most a zero-confidence positive sample gets. It ranges from {fmt(s0[lo_key])} ({pair(lo_key)}) to "
+        f"{fmt(s0[hi_key], 6)} ({pair(hi_key)}): with a small k even unconfident samples are damped. Larger k "
+        "makes the fall around P = τ steeper."
+    )
     lengths = table[table.part == "lengths"]
-    for mode, g in lengths.groupby("p_mode"):
-        ax_l.plot(g.L, g["mean S"], "o-", label=mode)
-        ax_l.fill_between(g.L.astype(float), g.q05, g.q95, alpha=0.2)
-    ax_l.set_xscale("log")
-    ax_l.set_xlabel("response length L")
-    ax_l.set_ylabel("S, mean and 5–95% band")
-    cfg = result.config
-    ax_l.set_title(f"k={cfg.k:g}, τ={cfg.tau:g}, π_t ~ Beta{cfg.beta}", fontsize=8)
-    ax_l.legend(fontsize=6)
-    save(fig, path)
+    modes = list(dict.fromkeys(lengths.p_mode))
+    with style():
+        fig, axes = new_figure(1, len(modes), width=6.5, height=2.5, sharey=True)
+        for i, (ax, mode) in enumerate(zip(axes[0], modes)):
+            g = lengths[lengths.p_mode == mode].sort_values("L")
+            ax.fill_between(g.L.astype(float), g.q05, g.q95, color=PALETTE[i], alpha=0.2, lw=0,
+                            label="5–95% of samples")
+            ax.plot(g.L, g["mean S"], **line_kw(i), label="mean S")
+            ax.set_xscale("log")
+            ax.set_title(f"{mode}: P = {'π(o)' if mode == 'sequence' else 'π_t' if mode == 'token' else '(Π π_t)^(1/L)'}")
+            ax.set_xlabel("response length L (tokens)")
+            ax.set_ylim(-0.03, 1.03)
+            ax.legend(loc="best")
+        axes[0][0].set_ylabel("scale S for A > 0")
+        length_fig = fig
+    spread = summary["spread_by_mode_and_length"]
+    longest = summary["longest"]
+    mean = summary["mean_by_mode_and_length"]
+    cap2 = (
+        f"What S does at realistic lengths (k = {cfg.k:g}, τ = {cfg.tau:g}, per-token probabilities π_t ~ "
+        f"Beta{tuple(cfg.beta)}, A = +1), per definition of the confidence P. Look at the band: where it is "
+        "flat and thin, S gives every sample the same factor and does not discriminate by confidence. At "
+        f"L = {longest} the 5–95% spread of S is "
+        + join(f"{fmt(spread[f'{m}, L={longest}'])} for {m} P (mean {fmt(mean[f'{m}, L={longest}'])})" for m in modes)
+        + ". With sequence P the product Π π_t goes to 0 with L, so S settles at S(0) = 1 − σ(−kτ) for every "
+        "sequence; token P keeps a spread; geometric P concentrates around its typical value as L grows."
+    )
+    return [Figure(NAME, curve_fig, caption), Figure(f"{NAME}_lengths", length_fig, cap2)]
+
+
+def plot(result: Result, path) -> dict[str, str]:
+    """Write ``figures(result)`` (the first at ``path``); returns {file name: caption}."""
+    return plot_to(figures(result), path)

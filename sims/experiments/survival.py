@@ -31,7 +31,8 @@ import sympy as sp
 import torch
 
 from sims._checks import require
-from sims.experiments._common import Estimate, Published, Result, figure, save
+from sims.experiments._common import Estimate, Published, Result
+from sims.experiments._plotting import PALETTE, Figure, fmt, join, legend_outside, line_kw, new_figure, plot_to, style
 from sims.objectives import CispoConfig, PpoClipConfig, SapoConfig, SgsCispoConfig
 from sims.registry import config_dict, get_objective, require_callable_by
 from theory.regions import weight_regions
@@ -180,24 +181,68 @@ def run(config: Config, *, seed: int = 0, device: str = "cpu") -> Result:
     return Result(NAME, config, pd.concat(frames, ignore_index=True), summary, published)
 
 
-def plot(result: Result, path) -> None:
-    """One panel per objective: w/|A| for A > 0 and A < 0 versus ρ, symbolic line, torch dots."""
-    table = result.table
+def figures(result: Result) -> list[Figure]:
+    """One figure: a panel per objective, |w|/|A| against ρ on log-log axes for A > 0 and A < 0
+    (symbolic curves, torch autograd points), the ratios where the weight is exactly 0 shaded."""
+    table, summary = result.table, result.summary
     labels = list(dict.fromkeys(table.objective))
-    fig, axes = figure(len(labels), width=2.9, height=2.8)
-    for ax, label in zip(axes, labels):
-        sub = table[table.objective == label]
-        for sign, colour in (("A>0", "C0"), ("A<0", "C3")):
-            s = sub[sub.sign == sign]
-            ax.plot(s.ratio, s.w_symbolic.abs(), "-", c=colour, lw=1.2, label=f"symbolic, {sign}")
-            ax.plot(s.ratio[::10], s.w_torch.abs()[::10], ".", c=colour, ms=3, label=f"torch, {sign}")
-        ax.set_xscale("log")
-        ax.set_yscale("symlog", linthresh=1e-2)
-        ax.set_xlabel("ratio ρ")
-        ax.set_title(label, fontsize=8)
-    axes[0].set_ylabel("|w| / |A|")
-    axes[0].legend(fontsize=5)
-    save(fig, path)
+    ncols = min(3, len(labels))
+    nrows = -(-len(labels) // ncols)
+    floor = 1e-3  # the y axis starts here; smaller nonzero weights fall below it (SAPO's tail)
+    with style():
+        fig, axes = new_figure(nrows, ncols, width=6.5, height=1.9 * nrows + 0.6, sharex=True, sharey=True)
+        flat = list(axes.flat)
+        for ax, label in zip(flat, labels):
+            sub = table[table.objective == label]
+            for i, sign in enumerate(("A>0", "A<0")):
+                s = sub[sub.sign == sign]
+                w = s.w_symbolic.abs().to_numpy()
+                ratio = s.ratio.to_numpy()
+                ax.plot(ratio, np.where(w > 0, w, np.nan), **line_kw(i, marker=False),
+                        label=f"symbolic, {sign.replace('>', ' > ').replace('<', ' < ')}")
+                zero = w == 0
+                if zero.any():
+                    ax.fill_between(ratio, 0, 1, where=zero, step="mid", transform=ax.get_xaxis_transform(),
+                                    color=PALETTE[i], alpha=0.15, lw=0, hatch="//" if i == 0 else "\\\\",
+                                    label=f"w = 0 exactly, {sign.replace('>', ' > ').replace('<', ' < ')}")
+            step = max(1, len(sub) // 2 // 25)
+            pts = sub.iloc[::step]
+            wt = pts.w_torch.abs().to_numpy()
+            ax.plot(pts.ratio[wt > 0], wt[wt > 0], ls="none", marker=".", color=PALETTE[6], ms=3,
+                    label=f"torch autograd (1 point in {step})")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_ylim(floor, None)
+            ax.set_title(label)
+        for ax in flat[len(labels):]:
+            ax.set_visible(False)
+        for ax in axes[-1]:
+            ax.set_xlabel("ratio ρ = π_θ / π_old")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("|w| / |A|")
+        legend_outside(fig, flat, ncol=3)
+    killed = [lab for lab in labels if any(summary[lab][sg]["symbolic_zero_cells"] for sg in ("A>0", "A<0"))]
+    alive = [lab for lab in labels if lab not in killed]
+    underflow = [lab for lab in labels if max(summary[lab][sg]["numerical_zero_fraction"] for sg in ("A>0", "A<0")) > 0]
+    diff = max(summary[lab]["max_torch_symbolic_diff"] for lab in labels)
+    caption = (
+        "Gradient survival: the per-token gradient weight |w| per unit |A| as a function of the "
+        "ratio ρ, for a positive (solid) and a negative (dashed) advantage. Look at the shaded "
+        f"bands: there the weight is exactly zero and the token gets no gradient. {join(killed) or 'No objective'} "
+        f"{'have' if len(killed) != 1 else 'has'} ratio ranges where the gradient is exactly 0; {join(alive) or 'none'} never {'zero' if len(alive) != 1 else 'zeroes'} it, {'they' if len(alive) != 1 else 'it'} only bound it. "
+        f"Black points are the torch objectives' autograd weights; they lie on the symbolic curves "
+        f"(largest difference {fmt(diff)})."
+    )
+    if underflow:
+        caption += (f" {join(underflow)}'s weight decays smoothly far from ρ = 1 and falls below the axis "
+                    f"(< {floor:g}); where torch prints exactly 0 there it is float64 underflow, not a zero region "
+                    "(the symbolic weight is positive).")
+    return [Figure(NAME, fig, caption)]
+
+
+def plot(result: Result, path) -> dict[str, str]:
+    """Write ``figures(result)`` (the first at ``path``); returns {file name: caption}."""
+    return plot_to(figures(result), path)
 
 
 def with_objective(config: Config, label: str, objective: str, objective_config: Any) -> Config:
