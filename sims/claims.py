@@ -36,6 +36,81 @@ class Part:
     evidence: str
 
 
+# The words of a part that fails, as a finding (presentation only: which words are shown follows
+# from ``Part.holds``, decided above; the numbers come from the part's evidence at run time).
+NEGATION: dict[str, str] = {
+    "the score-function gradient E[R ∇log P] equals ∇J": "the score-function gradient E[R ∇log P] differs from ∇J",
+    "a baseline independent of the sample (leave-one-out) keeps it unbiased":
+        "a leave-one-out baseline biases the gradient",
+    "the baseline lowers the variance": "the baseline does not lower the variance at every pass rate",
+    "E_old[R·A·∇log P] is unbiased off-policy": "E_old[R·A·∇log P] is biased off-policy",
+    "the sequence ratio's variance grows exponentially in T": "the sequence ratio's variance does not grow exponentially in T",
+    "weights vanish or explode (numerical instability)": "no weights vanish or explode",
+    "token ratio × sequence advantage is not the sequence-level gradient off-policy":
+        "token ratio × sequence advantage equals the sequence-level gradient off-policy",
+    "it is practically more stable (lower variance than sequence IS)": "it is not lower in variance than sequence IS",
+    "Var(G) falls like 1/T": "Var(G) does not fall like 1/T",
+    "its gradient estimator has lower variance than sequence IS": "its gradient estimator is not lower in variance than sequence IS",
+    "E_old[G] ≤ 1 = E_old[R] (biased low)": "E_old[G] exceeds 1 = E_old[R]",
+    "the bias grows with the divergence between the policies": "the bias does not grow with the divergence",
+    "G ≤ the arithmetic mean of the token ratios (AM-GM)": "G exceeds the arithmetic mean of the token ratios",
+    "G always underestimates the true weight R": "G does not always underestimate R: it exceeds R wherever R < 1",
+    "GRPO's 1/|o| produces a length bias with a length-independent reward": "GRPO's 1/|o| produces no length bias",
+    "token-level normalisation (DAPO's 1/Σ|o_i|) removes it": "token-level normalisation (DAPO's 1/Σ|o_i|) does not remove the length bias",
+    "std normalisation over-weights low-variance (near 0 or 1 pass rate) prompts":
+        "std normalisation does not over-weight prompts near pass rate 0 or 1",
+    "the gradient explodes when std = 0": "the gradient does not explode when std = 0 (the advantages are exactly 0)",
+    "dropping all-equal groups removes the difficulty bias": "dropping all-equal groups does not remove the difficulty bias",
+    "for A > 0 and ρ > 1+ε the clipped term's gradient is exactly 0": "the clipped term's gradient is not exactly 0 for A > 0 and ρ > 1+ε",
+    "this stops the model from learning such tokens": "the clip does not stop learning: it caps the step per batch",
+    "the gradient is clip(ρ)·A·∇log π": "the gradient is not clip(ρ)·A·∇log π",
+    "the gradient is never killed": "the gradient is killed somewhere",
+    "the gradient is bounded": "the gradient is unbounded",
+    "it is a (stable) REINFORCE, i.e. still estimates the policy gradient":
+        "it does not estimate the policy gradient off-policy (biased)",
+    "negative samples are not suppressed (S = 1)": "negative samples are suppressed (S ≠ 1)",
+    "S falls smoothly as the confidence P grows": "S does not fall smoothly as P grows",
+    "low-confidence positive samples learn fully": "low-confidence positive samples do not learn fully at every (k, τ)",
+    "S discriminates by confidence at realistic lengths (sequence P)":
+        "with sequence P, S does not discriminate by confidence at realistic lengths",
+    "the suppression acts as described whether or not S is under a stop-gradient":
+        "without the stop-gradient the suppression acts differently (an extra term pushes P up)",
+    "SGS keeps entropy higher than CISPO": "SGS does not keep entropy higher than CISPO",
+    "SGS prevents entropy collapse": "SGS does not prevent entropy collapse",
+    "the leave-one-out baseline is unbiased": "the leave-one-out baseline is biased",
+    "it gives a more accurate signal than the group mean (beyond a constant scale)":
+        "it gives the same signal as the group mean up to a constant scale",
+    "gradient stability (bounded, never-zero weights)": "the gradient is not stable (bounded and never zero)",
+    "no length bias (token-level normalisation)": "a length bias remains under token-level normalisation",
+    "no difficulty bias (leave-one-out advantage with dynamic sampling)":
+        "a difficulty bias remains (leave-one-out advantage with dynamic sampling)",
+    "a principled exploration–exploitation balance (SGS)": "no demonstrated exploration–exploitation balance (SGS)",
+}
+KEY_EVIDENCE_CHARS = 160  # the ledger table quotes a part's evidence up to this long (whole clauses)
+
+
+def _key_evidence(evidence: str) -> str:
+    """The leading clauses ("; "-separated) of ``evidence`` that fit ``KEY_EVIDENCE_CHARS``; never
+    cuts a clause, so never a number."""
+    clauses = evidence.split("; ")
+    out = clauses[0]
+    for c in clauses[1:]:
+        if len(out) + 2 + len(c) > KEY_EVIDENCE_CHARS:
+            return out + "; …"
+        out += "; " + c
+    return out
+
+
+def part_finding(p: "Part") -> str:
+    """The part as a finding: its words when it holds, their negation when it fails, the open
+    question when undecided."""
+    if p.holds is True:
+        return p.text
+    if p.holds is False:
+        return NEGATION.get(p.text, f"not: {p.text}")
+    return f"undecided whether {p.text}"
+
+
 @dataclass(frozen=True)
 class ClaimVerdict:
     """A decided claim (``as_dict`` gives the ledger's JSON object)."""
@@ -48,9 +123,16 @@ class ClaimVerdict:
     parts: tuple[Part, ...]
     figures: tuple[str, ...] = field(default_factory=tuple)
 
+    @property
+    def finding(self) -> str:
+        """The verdict as a finding: the failing and undecided parts (all parts when it holds), each
+        in words that match its outcome, with the leading clauses of its evidence."""
+        shown = [p for p in self.parts if p.holds is not True] or list(self.parts)
+        return f"{self.verdict}: " + "; ".join(f"{part_finding(p)} — {_key_evidence(p.evidence)}" for p in shown)
+
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "verdict": self.verdict, "summary": self.summary,
-                "evidence": {"claim": self.claim, "explanation": self.explanation,
+                "evidence": {"claim": self.claim, "finding": self.finding, "explanation": self.explanation,
                              "parts": [{"text": p.text, "holds": p.holds, "evidence": p.evidence} for p in self.parts],
                              "figures": list(self.figures)}}
 
@@ -95,6 +177,16 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
+def _list(xs) -> str:
+    """Items as prose ("1, 2, 3"), never a Python list repr."""
+    return ", ".join(_fmt(x) if isinstance(x, float) else str(x) for x in xs)
+
+
+def _by_t(ts, values) -> str:
+    """"T=1: 0, T=2: 0.098, …" for values aligned with the horizons ``ts``."""
+    return ", ".join(f"T={t}: {_fmt(v)}" for t, v in zip(ts, values))
+
+
 # ----------------------------------------------------------------------------------- claims
 def c01(r: dict[str, Result]) -> list[Part]:
     bv, df = r["bias_variance"].summary, r["difficulty"].summary
@@ -119,7 +211,7 @@ def c02(r):
     bv = r["bias_variance"].summary
     seq = bv["bias_by_T"]["sequence IS"]
     return [Part("E_old[R·A·∇log P] is unbiased off-policy", max(seq) < EXACT_TOL,
-                 f"exact relative bias {_fmt(max(seq))} at T = {bv['horizons']}, per-token KL {bv['kl']}")]
+                 f"largest exact relative bias {_fmt(max(seq))} over T = {_list(bv['horizons'])}, per-token KL {bv['kl']}")]
 
 
 def c03(r):
@@ -142,7 +234,7 @@ def c04(r):
     stable = _sig_below(bv["var_at_t_max"]["token IS (PPO/GRPO)"], bv["var_at_t_max"]["sequence IS"])
     return [
         Part("token ratio × sequence advantage is not the sequence-level gradient off-policy", max(tok[1:]) > BIAS_TOL,
-             f"exact relative bias by T {bv['horizons']}: {[_fmt(x) for x in tok]} (0 at T = 1 and on-policy)"),
+             "exact relative bias by T: " + _by_t(bv["horizons"], tok) + " (0 at T = 1 and on-policy)"),
         Part("it is practically more stable (lower variance than sequence IS)", stable,
              f"relative variance at T = {bv['t_max']}: token IS {bv['var_at_t_max']['token IS (PPO/GRPO)']} vs "
              f"sequence IS {bv['var_at_t_max']['sequence IS']}"),
@@ -232,7 +324,7 @@ def c10(r):
         Part("for A > 0 and ρ > 1+ε the clipped term's gradient is exactly 0", bool(ppo["zero_ratio_range"]) and abs(lo - 1.2) < 0.05
              and ppo["symbolic_zero_cells"] == ["(6/5, oo)"],
              f"torch weight 0 for ρ ∈ [{_fmt(lo)}, {_fmt(ppo['zero_ratio_range'][1]) if ppo['zero_ratio_range'] else '-'}], "
-             f"symbolic zero cell {ppo['symbolic_zero_cells']}"),
+             f"symbolic zero cell {_list(ppo['symbolic_zero_cells']) or 'none'}"),
         Part("this stops the model from learning such tokens", reach["after_batches"]["0.2"] <= reach["one_batch"]["0.2"] * 1.01,
              f"bandit from π_old = {reach['p0']}: one batch stalls at {_fmt(reach['one_batch']['0.2'])} (= π_old(1+ε)), "
              f"but after {reach['n_batches']} batches (π_old refreshed) π = {_fmt(reach['after_batches']['0.2'])}: the "
@@ -257,7 +349,7 @@ def c11(r):
              f"|w| ≤ {cap:g}·|A| (largest seen {_fmt(max(c['A>0']['max_abs_weight'], c['A<0']['max_abs_weight']))})"),
         Part("it is a (stable) REINFORCE, i.e. still estimates the policy gradient", bias < BIAS_TOL,
              f"exact relative bias at T = {bv['t_max']}: {_fmt(bias)} (per-token ratio with a sequence advantage, "
-             f"clipped: by T {[_fmt(x) for x in bv['bias_by_T'][cispo_label]]})"),
+             f"clipped, by T: {_by_t(bv['horizons'], bv['bias_by_T'][cispo_label])})"),
     ]
 
 

@@ -1,7 +1,8 @@
 """``pgverify report``: run every experiment, decide every claim, write the report directory.
 
-The directory holds ``REPORT.md`` (ledger, published results, one section per experiment with its
-figure and summary), ``<experiment>.png``, ``<experiment>.csv`` (tidy tables), ``claims.json``
+The directory holds ``REPORT.md`` (ledger with findings and every part's evidence, published results,
+one section per experiment with its figures, their captions and its summary as tables),
+``<experiment>.png`` and ``<experiment>_<suffix>.png`` (every figure of ``figures(result)``), ``<experiment>.csv`` (tidy tables), ``claims.json``
 (the ledger: id, verdict, summary, evidence), ``published.json`` and ``provenance.json`` (git
 commit, versions, device, seed, scale, every config).
 
@@ -28,9 +29,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sims.claims import ClaimVerdict, decide, published
+from sims.claims import ClaimVerdict, decide, part_finding, published
 from sims.experiments import EXPERIMENTS, config_for
 from sims.experiments._common import LEVEL, Estimate, Result
+from sims.experiments._plotting import write
 
 
 def experiment_seed(seed: int, name: str) -> int:
@@ -40,20 +42,36 @@ def experiment_seed(seed: int, name: str) -> int:
 
 def run_experiments(scale: str, *, seed: int = 0, device: str = "cpu", names=None,
                     progress: bool = False, overrides: dict[str, Any] | None = None) -> dict[str, Result]:
-    """Run the experiments (all, or ``names``) at ``scale``; ``overrides`` maps a name to a config."""
-    from tqdm.auto import tqdm
+    """Run the experiments (all, or ``names``) at ``scale``; ``overrides`` maps a name to a config.
 
+    ``progress``: a tqdm bar on stderr when it is a terminal; otherwise one line per experiment
+    with its elapsed time ("[3/8] survival done in 12.3 s"), so logs of CI and nohup runs are not
+    silent for minutes."""
     names = list(names or EXPERIMENTS)
     out = {}
-    bar = tqdm(names, desc="experiments", disable=not progress, file=sys.stderr)
-    for name in bar:
-        bar.set_postfix_str(name)
+    tty = progress and sys.stderr.isatty()
+    if tty:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(names, desc="experiments", file=sys.stderr)
+    else:
+        bar = names
+        if progress:
+            sys.stderr.write(f"pgverify: running {len(names)} experiments at {scale} scale\n")
+            sys.stderr.flush()
+    for i, name in enumerate(bar, 1):
+        if tty:
+            bar.set_postfix_str(name)
+        start = time.perf_counter()
         module = EXPERIMENTS[name]
         cfg = (overrides or {}).get(name) or config_for(name, scale)
         kwargs = {"seed": experiment_seed(seed, name), "device": device}
-        if name == "dynamics" and progress:
+        if name == "dynamics" and tty:
             kwargs["progress"] = lambda jobs: tqdm(jobs, desc="  training runs", leave=False, file=sys.stderr)
         out[name] = module.run(cfg, **kwargs)
+        if progress and not tty:
+            sys.stderr.write(f"[{i}/{len(names)}] {name} done in {time.perf_counter() - start:.1f} s\n")
+            sys.stderr.flush()
     return out
 
 
@@ -112,84 +130,165 @@ def provenance(scale: str, seed: int, device: str, results: dict[str, Result], s
     }
 
 
+def _cell(x: Any) -> str:
+    """A table cell: an Estimate with its interval, a float to 4 significant digits, a list as
+    prose; never a Python repr. Pipes are escaped so Markdown keeps the columns."""
+    if isinstance(x, Estimate):
+        out = str(x)
+    elif isinstance(x, bool) or isinstance(x, np.bool_):
+        out = "yes" if x else "no"
+    elif isinstance(x, (float, np.floating)):
+        out = f"{float(x):.4g}"
+    elif isinstance(x, (int, np.integer)):
+        out = str(int(x))
+    elif x is None:
+        out = "—"
+    elif isinstance(x, (list, tuple)):
+        out = ", ".join(_cell(v) for v in x) if x else "—"
+    elif isinstance(x, dict):
+        out = "; ".join(f"{k}: {_cell(v)}" for k, v in x.items())
+    else:
+        out = str(x)
+    return out.replace("|", "\\|").replace("\n", " ")
+
+
 def _md_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     import pandas as pd
 
-    return pd.DataFrame(rows, columns=columns).to_markdown(index=False)
+    frame = pd.DataFrame([{c: _cell(r.get(c)) for c in columns} for r in rows], columns=[_cell(c) for c in columns])
+    return frame.to_markdown(index=False, disable_numparse=True)
 
 
-def render_markdown(results: dict[str, Result], ledger: list[ClaimVerdict], pubs: list[dict], prov: dict) -> str:
-    """REPORT.md's text."""
+def _is_leaf(x: Any) -> bool:
+    return not isinstance(x, dict) or isinstance(x, Estimate)
+
+
+def summary_tables(summary: dict[str, Any], title: str = "") -> list[tuple[str, str]]:
+    """``summary`` as Markdown tables: (heading, table) pairs. Leaves at one level form a
+    quantity/value table; a dict of leaves is a key/value table; a dict of dicts of leaves is a
+    grid (the longer key set down the rows); deeper dicts recurse with the key in the heading."""
+    out: list[tuple[str, str]] = []
+    leaves = {k: v for k, v in summary.items() if _is_leaf(v)}
+    if leaves:
+        out.append((title, _md_table([{"quantity": k, "value": v} for k, v in leaves.items()], ["quantity", "value"])))
+    for key, v in summary.items():
+        if _is_leaf(v):
+            continue
+        head = f"{title} / {key}" if title else str(key)
+        if all(_is_leaf(x) for x in v.values()):
+            out.append((head, _md_table([{"key": k, "value": x} for k, x in v.items()], ["key", "value"])))
+        elif all(isinstance(x, dict) and all(_is_leaf(y) for y in x.values()) for x in v.values()):
+            outer = list(v)
+            inner = list(dict.fromkeys(k for x in v.values() for k in x))
+            if len(inner) > len(outer):  # the longer key set down the rows
+                rows = [{"": i, **{o: v[o].get(i) for o in outer}} for i in inner]
+                out.append((head, _md_table(rows, ["", *outer])))
+            else:
+                rows = [{"": o, **{i: v[o].get(i) for i in inner}} for o in outer]
+                out.append((head, _md_table(rows, ["", *inner])))
+        else:
+            out += summary_tables(v, head)
+    return out
+
+
+_MARK = {True: "holds", False: "fails", None: "undecided"}
+
+
+def _figure_links(stems: tuple[str, ...], captions: dict[str, str]) -> str:
+    files = [f for stem in stems for f in captions if f == stem or f.startswith(stem.removesuffix(".png") + "_")]
+    return ", ".join(f"[{f}]({f})" for f in dict.fromkeys(files)) or ", ".join(f"[{f}]({f})" for f in stems)
+
+
+def render_markdown(results: dict[str, Result], ledger: list[ClaimVerdict], pubs: list[dict], prov: dict,
+                    captions: dict[str, dict[str, str]] | None = None) -> str:
+    """REPORT.md's text; ``captions`` maps an experiment to {figure file: caption} (every figure
+    the report directory holds)."""
+    captions = captions or {name: {f"{name}.png": ""} for name in results}
+    all_captions = {f: c for caps in captions.values() for f, c in caps.items()}
     out = [
         "# pgverify report",
         "",
         f"Generated by `pgverify report` ({prov['scale']} scale, seed {prov['seed']}, device {prov['device']}, "
         f"commit `{(prov['git_commit'] or 'unknown')[:12]}`{' + local changes' if prov['git_dirty'] else ''}, "
         f"{prov['created']}, {prov['seconds']} s). Never edited by hand. Intervals are {int(LEVEL * 100)}% "
-        "confidence intervals; exact numbers come from enumeration and carry none. Provenance: "
-        "[provenance.json](provenance.json); the ledger as JSON: [claims.json](claims.json).",
+        "confidence intervals, written value [low, high]; exact numbers come from enumeration and carry none. "
+        "Provenance: [provenance.json](provenance.json); the ledger as JSON: [claims.json](claims.json).",
         "",
         "## Claims ledger",
         "",
         "Verdicts follow from the parts (sims/claims.py): all parts hold → holds; some fail → partly; "
-        "all fail → fails; none fails but some are undecided → inconclusive.",
+        "all fail → fails; none fails but some are undecided → inconclusive. A part is undecided when its "
+        "interval straddles the decision boundary (for a difference: covers 0), so the evidence cannot "
+        "separate the cases. The finding names the parts that fail or are undecided, with the leading "
+        "evidence; every part's full evidence follows below.",
         "",
-        _md_table([{"id": c.id, "claim": c.claim, "verdict": f"**{c.verdict}**", "summary": c.summary}
-                   for c in ledger], ["id", "claim", "verdict", "summary"]),
+        _md_table([{"id": c.id, "claim": c.claim, "verdict": f"**{c.verdict}**", "finding": c.finding}
+                   for c in ledger], ["id", "claim", "verdict", "finding"]),
         "",
     ]
     for c in ledger:
-        out += [f"### {c.id}: {c.verdict}", "", f"*{c.claim}*", ""]
+        out += [f"### {c.id}: {c.verdict}", "", f"*{c.claim}*", "", f"**Finding.** {c.finding}.", ""]
         for p in c.parts:
-            mark = {True: "holds", False: "fails", None: "undecided"}[p.holds]
-            out.append(f"- **{mark}** — {p.text}. {p.evidence}.")
-        out += ["", "Figures: " + ", ".join(f"[{f}]({f})" for f in c.figures), ""]
+            note = (" The interval straddles the decision boundary, so this part is left undecided."
+                    if p.holds is None else "")
+            words = p.text if p.holds is None else part_finding(p)
+            out.append(f"- **{_MARK[p.holds]}** — {words}. Evidence: {p.evidence}.{note}")
+        out += ["", "Figures: " + _figure_links(c.figures, all_captions), ""]
     n_agree = sum(p["agrees"] for p in pubs)
     out += ["## Published results reproduced", "",
             f"{n_agree} of {len(pubs)} agree (|ours − published| ≤ tolerance, or the published value lies in our interval).", "",
             _md_table([{"result": p["name"], "published": f"{p['published']:.6g}",
-                        "ours": str(Estimate(p["ours"], p["low"], p["high"])), "tolerance": f"{p['tolerance']:.2g}",
+                        "ours": Estimate(p["ours"], p["low"], p["high"]), "tolerance": f"{p['tolerance']:.2g}",
                         "agrees": "yes" if p["agrees"] else "**no**", "source": p["source"]} for p in pubs],
                       ["result", "published", "ours", "tolerance", "agrees", "source"]), ""]
     out += ["## Experiments", ""]
+    number = 0
     for name, res in results.items():
         module = EXPERIMENTS[name]
         doc = (module.__doc__ or "").strip().split("\n\n")
-        out += [f"### {module.TITLE}", "", " ".join(doc[0].split()), "",
-                f"![{name}]({name}.png)", "", f"Data: [{name}.csv]({name}.csv). Summary:", "", "```",
-                json.dumps(jsonable(res.summary), indent=1, ensure_ascii=False)[:6000], "```", ""]
+        out += [f"### {module.TITLE}", "", " ".join(doc[0].split()), ""]
+        for fname, caption in captions.get(name, {}).items():
+            number += 1
+            out += [f"![Figure {number}: {fname}]({fname})", "", f"**Figure {number}** (`{fname}`). {caption}", ""]
+        out += [f"Data: [{name}.csv]({name}.csv). Summary (the numbers the ledger reads):", ""]
+        for head, table in summary_tables(res.summary):
+            if head:
+                out += [f"*{head}*", ""]
+            out += [table, ""]
     return "\n".join(out)
+
+
+def write_figures(name: str, result: Result, directory: Path) -> dict[str, str]:
+    """Every figure of experiment ``name`` into ``directory``; returns {file name: caption}."""
+    module = EXPERIMENTS[name]
+    if hasattr(module, "figures"):
+        return write(module.figures(result), directory)
+    written = module.plot(result, directory / f"{name}.png")  # an experiment without captions
+    return dict(written) if isinstance(written, dict) else {f"{name}.png": ""}
 
 
 def write_report(out_dir: str | os.PathLike, results: dict[str, Result], *, scale: str, seed: int, device: str,
                  seconds: float, before_swap: Callable[[Path], None] | None = None) -> list[ClaimVerdict]:
-    """Write the report directory atomically (see the module doc); returns the ledger."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Write the report directory atomically (see the module doc); returns the ledger. ``out_dir``
+    must be new, empty or a previous report (``sims.outputs.check_report_dir``; ``OutputError``
+    otherwise, before anything is written), and its parent must exist."""
+    from sims.outputs import atomic_dir, check_report_dir
+
+    check_report_dir("--out", out_dir)
     ledger = decide(results)
     pubs = published(results)
     prov = provenance(scale, seed, device, results, seconds)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
+        captions = {}
         for name, res in results.items():
             res.table.to_csv(tmp / f"{name}.csv", index=False)
-            EXPERIMENTS[name].plot(res, tmp / f"{name}.png")
+            captions[name] = write_figures(name, res, tmp)
         (tmp / "claims.json").write_text(json.dumps([jsonable(c.as_dict()) for c in ledger], indent=1, ensure_ascii=False))
         (tmp / "published.json").write_text(json.dumps(jsonable(pubs), indent=1, ensure_ascii=False))
-        (tmp / "provenance.json").write_text(json.dumps(prov, indent=1, ensure_ascii=False))
-        (tmp / "REPORT.md").write_text(render_markdown(results, ledger, pubs, prov))
+        (tmp / "REPORT.md").write_text(render_markdown(results, ledger, pubs, prov, captions))
+        (tmp / "provenance.json").write_text(json.dumps(prov, indent=1, ensure_ascii=False))  # last: the marker
         if before_swap is not None:
             before_swap(tmp)
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ledger
 
 

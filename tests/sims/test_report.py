@@ -67,3 +67,66 @@ def test_bad_device_exits_2(device, capsys, tmp_path):
     assert cli.main(["report", "--device", device, "--out", str(tmp_path / "r")]) == 2
     assert "--device" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture(scope="module")
+def written(tiny_experiments, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rep") / "rep"
+    ledger = write_report(out, tiny_experiments, scale="tiny", seed=0, device="cpu", seconds=1.0)
+    return out, ledger, (out / "REPORT.md").read_text()
+
+
+def test_every_figure_is_shown_with_a_caption(written):
+    import re
+
+    out, _, text = written
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert len(pngs) > 8  # experiments with several messages write several figures
+    for name in pngs:
+        assert f"]({name})" in text, name
+        m = re.search(rf"\*\*Figure \d+\*\* \(`{re.escape(name)}`\)\. (.+)", text)
+        assert m and len(m.group(1)) > 80, name
+
+
+def test_report_has_no_python_reprs_code_blocks_or_cut_numbers(written):
+    import re
+
+    _, _, text = written
+    assert "['" not in text and "{'" not in text and "```" not in text
+    # every interval is complete: "[low, high]" with two whole numbers
+    for m in re.finditer(r"\[(?=[-\d])([^\]]*)\]", text):
+        inner = m.group(1)
+        if inner.startswith(("1e-3", "0.01")) or "(" in inner:  # ranges like [1e-3, 1e3], [0.01, 100]
+            continue
+        parts = inner.split(", ")
+        assert len(parts) == 2 and all(re.fullmatch(r"-?\d+(\.\d+)?(e[+-]\d+)?", p) for p in parts), inner
+    # Markdown tables keep their columns (pipes inside cells are escaped)
+    for block in re.findall(r"((?:^\|.*\|$\n?)+)", text, flags=re.M):
+        widths = {len(re.findall(r"(?<!\\)\|", row)) for row in block.strip().splitlines()}
+        assert len(widths) == 1, block[:200]
+
+
+def test_every_part_is_rendered_as_a_finding_with_its_evidence(written):
+    from sims.claims import NEGATION, part_finding
+
+    _, ledger, text = written
+    for c in ledger:
+        assert c.finding in text.replace("\\|", "|")
+        for p in c.parts:
+            assert p.text in NEGATION, p.text  # every part has words for its failing outcome
+            assert p.evidence in text, (c.id, p.text)
+            assert part_finding(p) in text.replace("\\|", "|"), (c.id, p.text)
+        failing = [p for p in c.parts if p.holds is False]
+        for p in failing:
+            assert NEGATION[p.text] in c.finding
+
+
+def test_summaries_are_tables(written, tiny_experiments):
+    from sims.report import summary_tables
+
+    _, _, text = written
+    for res in tiny_experiments.values():
+        tables = summary_tables(res.summary)
+        assert tables and all(t.startswith("|") for _, t in tables)
+        for _, t in tables:
+            assert t in text
