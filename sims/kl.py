@@ -58,28 +58,39 @@ class KLConfig(AggConfig):
 
     Attributes:
         estimator: ``"k1"``, ``"k2"`` or ``"k3"`` (GRPO uses k3, verl's ``low_var_kl``).
+        is_correction: multiply each token's estimator by the importance ratio π_θ/π_old, *not*
+            detached (DeepSeek-V3.2's unbiased KL; TRL ``use_bias_correction_kl``, OpenRLHF
+            ``unbiased_gradient``): the tokens were sampled from π_old, not π_θ, and the gradient of
+            ρ·k adds the score-function term ρ·k·∇ℓ. Needs ``old_logp``.
         agg: aggregation, normally the same as the policy loss's.
     """
 
     estimator: str = "k3"
+    is_correction: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require_choice("estimator", self.estimator, KL_ESTIMATOR_NAMES)
+        require_choice("is_correction", self.is_correction, (False, True))
 
 
-def kl_penalty(logp: Tensor, ref_logp: Tensor, mask: Tensor, *, config: KLConfig):
+def kl_penalty(logp: Tensor, ref_logp: Tensor, mask: Tensor, *, config: KLConfig, old_logp: Tensor | None = None):
     r"""KL penalty as a loss term: ``aggregate(k(ℓ - ℓ_ref))`` (multiply by β outside).
 
     .. math::
         L = \mathrm{agg}\big(k(\ell_{it}-\ell^{ref}_{it})\big),\qquad
         w_{it} = -c_{it}\,k'(\ell_{it}-\ell^{ref}_{it})
 
-    (k1' = 1, k2' = x, k3' = 1 - e^{-x}); ``ref_logp`` is detached.
+    (k1' = 1, k2' = x, k3' = 1 - e^{-x}); ``ref_logp`` is detached. With ``is_correction`` (tokens
+    sampled from π_old), ``L = agg(ρ·k(x))`` with ρ = e^{ℓ - ℓ_old} not detached, so
+    ``w = -c·ρ·(k(x) + k'(x))``; for k3, k3 + k3' = x, so ∇(ρ·k3) = ρ·k1·∇ℓ, whose expectation under
+    π_old is ∇KL(π_θ‖π_ref) (DeepSeek-V3.2's unbiased KL; for k2 it is not: slime #1039).
 
     Args:
         logp, ref_logp, mask: ``[B, T]``.
         config: ``KLConfig``.
+        old_logp: ``[B, T]`` log-probs of the sampling policy (detached); required by
+            ``is_correction``, else unused.
 
     Returns:
         ``(loss, diagnostics)``; diagnostics: ``kl_k1``, ``kl_k2``, ``kl_k3`` (token means of
@@ -97,7 +108,14 @@ def kl_penalty(logp: Tensor, ref_logp: Tensor, mask: Tensor, *, config: KLConfig
     check_token_tensors(mask, logp=logp, ref_logp=ref_logp)
     ref_logp = ref_logp.detach()
     m = float_mask(mask, logp)
-    loss = aggregate(kl_values(logp, ref_logp, estimator=config.estimator), m, **agg_fields(config))
+    values = kl_values(logp, ref_logp, estimator=config.estimator)
+    if config.is_correction:
+        if old_logp is None:
+            raise ValueError("old_logp=None is invalid with is_correction=True; allowed: the sampling policy's "
+                             "[B, T] log-probs")
+        check_token_tensors(mask, old_logp=old_logp)
+        values = torch.exp(logp - old_logp.detach()) * values
+    loss = aggregate(values, m, **agg_fields(config))
     diag = {
         f"kl_{name}": ((kl_values(logp.detach(), ref_logp, estimator=name) * m).sum() / m.sum())
         for name in KL_ESTIMATOR_NAMES

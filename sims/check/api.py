@@ -24,7 +24,7 @@ from typing import Any, Callable, Collection, Mapping
 from sims.check.inputs import Layout
 from sims.check.result import KINDS
 from sims.check.runner import DEFAULT_EXAMPLES, CheckReport, run_checks
-from sims.check.feed import DTYPES, Feed, resolve_names
+from sims.check.feed import DTYPES, Feed, aliases_for, resolve_names
 from sims.check.specs import make_spec
 from sims.check.target import UsageError, bind_params, callable_name
 
@@ -58,7 +58,8 @@ def check(fn: Callable[..., Any], spec: str | None = None, *, spec_params: Mappi
     made = None if spec is None else make_spec(spec, spec_params, group_size=group_size)
     try:
         feed = Feed(dtype=DTYPES[dtype], mask_dtype=mask_dtype, adv_shape=adv_shape,
-                    strict_constants=strict_constants, names=resolve_names(bound, args))
+                    strict_constants=strict_constants,
+                    names=resolve_names(bound, args, aliases=aliases_for(made)))
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     return run_checks(bound, target=callable_name(fn), spec=made, layout=Layout(group_size=group_size),

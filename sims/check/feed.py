@@ -124,7 +124,8 @@ class Feed:
         names = dict(self.names)
         call = ("by keyword: " + ", ".join(f"{k} -> {v or '(not taken)'}" for k, v in names.items())) if names and any(
             k != v for k, v in names.items()) else "positionally (logp, old_logp, adv, mask)"
-        const = "with requires_grad (strict)" if self.strict_constants else "without requires_grad (as trainers pass them)"
+        const = ("with requires_grad (strict)" if self.strict_constants
+                 else "without requires_grad (as trainers pass them)")
         return (f"{str(self.dtype).replace('torch.', '')} inputs, {self.mask_dtype} mask, advantages per "
                 f"{self.adv_shape}; old_logp and adv {const}; called {call}; global RNG seeded "
                 f"with {self.rng_seed} before every call")
@@ -149,13 +150,47 @@ def _signature_names(fn: Callable[..., Any]) -> list[str] | None:
     return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY, p.POSITIONAL_ONLY)]
 
 
-def resolve_names(fn: Callable[..., Any], explicit: Mapping[str, str] | None = None) -> dict[str, str]:
+#: For a penalty spec (a KL term), the second input is the reference policy and the third the
+#: policy that sampled the tokens (an IS-corrected KL): trainers' names for those two.
+PENALTY_ALIASES: dict[str, tuple[str, ...]] = {
+    "old_logp": ("ref_logp", "ref_log_prob", "ref_log_probs", "ref_per_token_logps", "log_probs_base",
+                 "base_action_log_probs", "reference_log_probs"),
+    "rollout_logp": ("old_logp", "old_log_prob", "old_log_probs", "old_per_token_logps", "old_action_log_probs",
+                     "sampling_logp", "sampling_per_token_logps") + ALIASES["rollout_logp"],
+}
+
+
+#: For an objective composed with a KL penalty to a reference policy (``OBJECTIVE+kl``), the third
+#: input is the reference policy.
+REFERENCE_ALIASES: dict[str, tuple[str, ...]] = {
+    "old_logp": tuple(a for a in ALIASES["old_logp"] if a not in PENALTY_ALIASES["old_logp"]),
+    "rollout_logp": PENALTY_ALIASES["old_logp"],
+}
+
+
+def aliases_for(spec: Any) -> dict[str, tuple[str, ...]]:
+    """The alias table for a spec (``sims.check.specs.Spec`` or None): what the second and the
+    third tensor mean depends on it (π_old and the rollout policy; the reference and the sampling
+    policy of a KL term; π_old and the reference of an objective with a KL penalty)."""
+    if spec is None:
+        return ALIASES
+    if spec.is_penalty:
+        return ALIASES | PENALTY_ALIASES
+    if getattr(spec, "penalty", None) is not None and spec.penalty.reference == "third":
+        return ALIASES | REFERENCE_ALIASES
+    return ALIASES
+
+
+def resolve_names(fn: Callable[..., Any], explicit: Mapping[str, str] | None = None, *,
+                  penalty: bool = False, aliases: Mapping[str, tuple[str, ...]] | None = None) -> dict[str, str]:
     """pgverify input -> the loss's parameter name.
 
     Explicit entries (``--arg logp=NAME``) win; otherwise each input is looked up among the loss's
-    parameter names by ``ALIASES``; a loss with log-probs, a second log-prob and a mask but no
+    parameter names by ``ALIASES`` (with ``penalty``, a KL term: ``PENALTY_ALIASES``, the reference
+    policy second and the sampling policy third); a loss with log-probs, a second log-prob and a mask but no
     advantages (a KL penalty) gets no advantages (``NOT_TAKEN``). When the loss's first four
-    parameters are pgverify's own names, or nothing matches, inputs are passed positionally (an empty mapping for the four
+    parameters are pgverify's own names, or nothing matches, inputs are passed positionally (an empty mapping for
+    the four
     tensors; rollout and normaliser names are still returned when the loss has them).
     Raises ``UsageError`` for an explicit name the loss does not take, or when only some of the
     four tensors can be matched.
@@ -179,10 +214,11 @@ def resolve_names(fn: Callable[..., Any], explicit: Mapping[str, str] | None = N
                              f"allowed: {', '.join(params)}")
     lowered = {p.lower(): p for p in params}
     found = dict(explicit)
-    for key, aliases in ALIASES.items():
+    table = aliases if aliases is not None else (ALIASES | PENALTY_ALIASES if penalty else ALIASES)
+    for key, names in table.items():
         if key in found:
             continue
-        for alias in aliases:
+        for alias in names:
             if alias in lowered and lowered[alias] not in found.values():
                 found[key] = lowered[alias]
                 break

@@ -33,7 +33,8 @@ import torch
 from hypothesis import strategies as st
 from torch import Tensor
 
-__all__ = ["Batch", "Layout", "VariantError", "evaluate", "call", "loss_of", "raised", "batches", "simpler", "single_token_batch",
+__all__ = ["Batch", "Layout", "VariantError", "evaluate", "call", "loss_of", "raised", "batches", "simpler",
+           "single_token_batch",
            "RATIO_SCALES", "DTYPE"]
 
 DTYPE = torch.float64
@@ -61,7 +62,7 @@ class Layout:
     rollout: bool = False
     per_sequence_adv: bool = False
     round_to: torch.dtype = torch.float64
-    labels: tuple[str, str] = ("old_logp", "ratio")
+    labels: tuple[str, str, str] = ("old_logp", "ratio", "rollout_logp")
 
     def __post_init__(self) -> None:
         for name in ("group_size", "max_groups", "max_width"):
@@ -98,7 +99,7 @@ class Batch:
     mask: Tensor
     group_size: int
     rollout_logp: Tensor | None = None
-    labels: tuple[str, str] = ("old_logp", "ratio")
+    labels: tuple[str, str, str] = ("old_logp", "ratio", "rollout_logp")
 
     @property
     def lengths(self) -> list[int]:
@@ -113,16 +114,29 @@ class Batch:
 
     def describe(self) -> str:
         """The batch as text (valid tokens only), for counterexamples."""
-        old, ratio = self.labels
+        old, ratio, third = self.labels
         lines = [f"B={self.logp.shape[0]} (G={self.n_groups} x K={self.group_size}), T={self.logp.shape[1]}, "
                  f"lengths={self.lengths}"]
-        for name, label in (("logp", "logp"), ("old_logp", old), ("rollout_logp", "rollout_logp"), ("adv", "adv")):
+        for name, label in (("logp", "logp"), ("old_logp", old), ("rollout_logp", third), ("adv", "adv")):
             if getattr(self, name) is not None:
-                lines.append(f"{label:<12}= {rows(getattr(self, name), self.mask)}")
-        lines.append(f"{ratio:<12}= {rows(torch.exp(self.logp - self.old_logp), self.mask)}")
-        if self.rollout_logp is not None:
-            lines.append(f"{'π_old/π_roll':<12}= {rows(torch.exp(self.old_logp - self.rollout_logp), self.mask)}")
+                lines.append(f"{label:<13}= {rows(getattr(self, name), self.mask)}")
+        lines.append(f"{ratio:<13}= {rows(torch.exp(self.logp - self.old_logp), self.mask)}")
+        if self.rollout_logp is not None and third == "sampling_logp":
+            lines.append(f"{'π/π_sampling':<13}= {rows(torch.exp(self.logp - self.rollout_logp), self.mask)}")
+        elif self.rollout_logp is not None:
+            lines.append(f"{'π_old/π_roll':<13}= {rows(torch.exp(self.old_logp - self.rollout_logp), self.mask)}")
+        lines.append(f"padding: logp and {old} {PAD_FILLER}, adv 0 (the full tensors are in the JSON)"
+                     if any(n < self.logp.shape[1] for n in self.lengths) else "no padding")
         return "\n".join(lines)
+
+    def as_json(self) -> dict[str, Any]:
+        """The batch as JSON: valid tokens per row, and the full padded tensors (padding fillers
+        included), so the input can be rebuilt exactly."""
+        valid = self.mask > 0
+        names = ("logp", "old_logp", "adv") + (("rollout_logp",) if self.rollout_logp is not None else ())
+        return ({name: [r[m].tolist() for r, m in zip(getattr(self, name), valid)] for name in names}
+                | {"group_size": self.group_size}
+                | {"full": {name: getattr(self, name).tolist() for name in names + ("mask",)}})
 
     def tensors(self) -> tuple[Tensor, ...]:
         """``(logp, old_logp, adv, mask[, rollout_logp])``: the loss's positional inputs."""

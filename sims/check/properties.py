@@ -294,7 +294,8 @@ def check_microbatch(fn, layout: Layout, *, examples: int, seed: int, rtol: floa
                            "not testable with one group per batch (max_groups = 1)")
     strategy = st.tuples(batches(layout, per_token_adv=False, min_groups=2), st.integers(2, layout.max_groups))
     return _property("micro-batches sum to the batch", fn, strategy, _microbatch_failure, examples, seed, rtol,
-                     lambda c: f"{c[0].describe()}\nsplit into {min(c[1], c[0].n_groups)} micro-batches of whole groups",
+                     lambda c: (f"{c[0].describe()}\nsplit into {min(c[1], c[0].n_groups)} micro-batches of "
+                                "whole groups"),
                      "splitting the batch into micro-batches of whole groups, each called with the global token and "
                      "sequence counts, and summing their gradients gives the full-batch gradient")
 
@@ -443,6 +444,7 @@ def scale_pattern(fn, layout: Layout, rtol: float = 1e-6) -> list[CheckResult]:
 def batch_scaling(fn, layout: Layout) -> CheckResult:
     """Profile: how loss and weights change when the batch is duplicated (B -> 2B)."""
     b = pattern_batches(layout)[1]
+    b = b.with_(old_logp=b.logp - 0.05)  # slightly off-policy: a penalty to old_logp/ref_logp is not 0
     loss, w = evaluate(fn, b)
     doubled = Batch(*(torch.cat([x, x]) for x in (b.logp, b.old_logp, b.adv, b.mask)), b.group_size)
     loss2, w2 = evaluate(fn, doubled)

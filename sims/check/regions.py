@@ -262,13 +262,15 @@ def region_map(fn: Callable[..., Any], group_size: int, base_probs: tuple[float,
         if not 0.0 < p <= 1.0:
             raise ValueError(f"base_probs contains {p!r}; allowed: probabilities in (0, 1]")
     return RegionMap(tuple(base_probs),
-                     tuple((sign_map(fn, 1, group_size, p, detect_underflow), sign_map(fn, -1, group_size, p, detect_underflow))
-                           for p in base_probs))
+                     tuple((sign_map(fn, 1, group_size, p, detect_underflow),
+                            sign_map(fn, -1, group_size, p, detect_underflow)) for p in base_probs))
 
 
 def _interval(lo: float, hi: float) -> str:
     if 0.0 < lo and hi < math.inf and hi / lo - 1.0 < 1e-8:
         return f"ρ = {lo:.6g}"
+    if 0.0 < lo and hi < math.inf and hi / lo - 1.0 < 1e-4:  # a point widened by rounding (float32 inputs)
+        return f"ρ ≈ {math.sqrt(lo * hi):.6g} (width {hi / lo - 1.0:.1g} relative)"
     if lo == 0.0 and hi == math.inf:
         return "every ratio"
     if lo == 0.0:
@@ -318,9 +320,14 @@ def _line(m: SignMap) -> str:
     return "; ".join(parts)
 
 
-def format_map(rm: RegionMap) -> str:
+def format_map(rm: RegionMap, penalty: bool = False) -> str:
     """One line per sign when the map is the same at every base probability; else one line per
-    (sign, base probability) for the sign whose map depends on it."""
+    (sign, base probability) for the sign whose map depends on it.
+
+    ``penalty``: the loss is a penalty term that ignores A (a KL to a reference policy): one map,
+    of the weight itself (probed at A = +1) over π/π_ref, with no sign of A."""
+    if penalty:
+        return _penalty_text(format_map(RegionMap(rm.base_probs, tuple((m[0], m[0]) for m in rm.maps))))
     lines = []
     for s in (0, 1):
         side = "A > 0" if rm.maps[0][s].sign > 0 else "A < 0"
@@ -330,6 +337,15 @@ def format_map(rm: RegionMap) -> str:
         else:
             lines += [f"{side}, base prob {p:g} (= max(π, π_old)): {_line(m)}" for p, m in zip(rm.base_probs, per_base)]
     return "\n".join(lines)
+
+
+def _penalty_text(text: str) -> str:
+    """A sign map's text in a penalty's terms: the first (A > 0) lines only, w for w/A, π/π_ref for ρ."""
+    first = list(dict.fromkeys(line for line in text.splitlines() if line.startswith("A > 0")))
+    out = "\n".join(first).replace("A > 0, base prob", "base prob").replace("A > 0: ", "")
+    out = out.replace("max(π, π_old)", "max(π, π_ref)")
+    out = out.replace("w/A < 0 (pushes against A)", "w < 0 (pushes log π down)")
+    return out.replace("|w/A|", "|w|").replace("w/A", "w").replace("ρ", "π/π_ref")
 
 
 def _differs(ma: SignMap, mb: SignMap, rtol: float = 1e-6) -> str | None:

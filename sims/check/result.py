@@ -141,8 +141,12 @@ def randomised_check(name: str, kind: str, strategy: SearchStrategy, failure: Ca
     found = search(strategy, guarded, examples=examples, seed=seed)
     if found.failed:
         shown = "(no input kept)" if found.example is None else show(found.example)
+        data: dict[str, Any] = {"tried": found.tried, "reason": found.reason}
+        batch = found.example[0] if isinstance(found.example, tuple) and found.example else found.example
+        if hasattr(batch, "as_json"):
+            data["input"] = batch.as_json()  # the full tensors: the counterexample can be rebuilt exactly
         return CheckResult(name, kind, False, f"{found.reason}\nsmallest failing input found (of {found.tried} "
-                           f"tried):\n{shown}", {"tried": found.tried, "reason": found.reason})
+                           f"tried):\n{shown}", data)
     return CheckResult(name, kind, True, f"{found.tried} random batches: {claim}", {"tried": found.tried})
 
 

@@ -10,13 +10,15 @@ import traceback
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Collection
 
+import torch
+
 from sims.check.contract import (
     check_constants,
     check_determinism,
     check_extremes,
     check_returns,
 )
-from sims.check.feed import Feed, adapt, default_rtol, resolve_names
+from sims.check.feed import Feed, adapt, aliases_for, default_rtol, resolve_names
 from sims.check.inputs import Layout, VariantError
 from sims.check.profile import ProfileCache, bias_variance_profile
 from sims.check.properties import (
@@ -164,7 +166,7 @@ def run_checks(fn: Callable[..., Any], *, target: str = "<callable>", spec: Spec
         raise ValueError(f"kinds={unknown!r} is invalid; allowed: a subset of {', '.join(KINDS)}")
     if set(kinds) == {"spec"} and spec is None:
         raise ValueError("kinds=('spec',) needs a spec; allowed: spec=make_spec(...) or other kinds")
-    feed = Feed(names=resolve_names(fn)) if feed is None else feed
+    feed = Feed(names=resolve_names(fn, aliases=aliases_for(spec))) if feed is None else feed
     # the spec tolerance follows the dtype; an explicit rtol (a loss computing internally in a
     # lower precision than it is fed) loosens the invariance tolerance to match
     prop = prop_rtol(feed.dtype) if rtol is None else max(prop_rtol(feed.dtype), rtol)
@@ -178,7 +180,9 @@ def run_checks(fn: Callable[..., Any], *, target: str = "<callable>", spec: Spec
     results: list[CheckResult] = []
     settings = {"group_size": layout.group_size, "max_groups": layout.max_groups, "max_width": layout.max_width,
                 "examples": examples, "seed": seed, "rtol": rtol, "property_rtol": prop,
-                "kinds": [k for k in KINDS if k in kinds], "feed": feed.describe(),
+                "kinds": [k for k in KINDS if k in kinds],
+                "feed": feed.describe().replace("old_logp and adv", "ref_logp") if layout.labels[0] == "ref_logp"
+                else feed.describe(),
                 "dtype": str(feed.dtype).replace("torch.", ""), "mask_dtype": feed.mask_dtype,
                 "adv_shape": feed.adv_shape, "strict_constants": feed.strict_constants,
                 "arguments": dict(feed.names), "rollout": layout.rollout, "versions": _versions()}
@@ -246,7 +250,9 @@ def run_checks(fn: Callable[..., Any], *, target: str = "<callable>", spec: Spec
                                                      lambda: scale_pattern(loss, layout, rtol)))
         run("profile: batch scaling", lambda: _guard("batch-size scaling", lambda: batch_scaling(loss, layout)))
         run("profile: regions", lambda: _guard("zero-weight regions and ratio bounds", lambda: CheckResult(
-            "zero-weight regions and ratio bounds", "profile", None, format_map(region_map(loss, layout.group_size)))))
+            "zero-weight regions and ratio bounds", "profile", None,
+            format_map(region_map(loss, layout.group_size, detect_underflow=layout.round_to == torch.float64),
+                       penalty=spec is not None and spec.is_penalty))))
         if (spec is None or not spec.is_penalty) and profile_table:
             run("profile: bias and variance", lambda: _guard("bias and variance profile",
                                                              lambda: bias_variance_profile(loss, spec=spec,

@@ -123,18 +123,14 @@ def check_spec_regions(fn: Callable[..., Any], spec: Spec, layout: Layout, rtol:
     except VariantError as exc:
         return CheckResult(name, "spec", False, f"the loss failed on a one-token batch: {exc}")
     diff = maps_agree(actual, expected, rtol)
-    data = {"actual": format_map(actual), "expected": format_map(expected)}
+    show = lambda rm: format_map(rm, penalty=spec.is_penalty)  # noqa: E731
+    data = {"actual": show(actual), "expected": show(expected)}
     if diff is not None:
-        return CheckResult(name, "spec", False, f"{diff}\nactual:\n{format_map(actual)}\nspec:\n"
-                           f"{format_map(expected)}", data)
-    return CheckResult(name, "spec", True, format_map(actual), data)
+        if spec.is_penalty:
+            diff = diff.replace("A > 0: ", "").replace("A < 0: ", "").replace("ρ", "π/π_ref")
+        return CheckResult(name, "spec", False, f"{diff}\nactual:\n{show(actual)}\nspec:\n{show(expected)}", data)
+    return CheckResult(name, "spec", True, show(actual), data)
 
 
 def _batch_data(b: Batch) -> dict[str, Any]:
-    """The batch as JSON: valid tokens per row, and the full padded tensors (padding fillers
-    included) so the input can be rebuilt exactly."""
-    valid = b.mask > 0
-    names = ("logp", "old_logp", "adv") + (("rollout_logp",) if b.rollout_logp is not None else ())
-    return ({name: [r[m].tolist() for r, m in zip(getattr(b, name), valid)] for name in names}
-            | {"group_size": b.group_size}
-            | {"full": {name: getattr(b, name).tolist() for name in names + ("mask",)}})
+    return b.as_json()

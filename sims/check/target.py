@@ -4,9 +4,9 @@ A target is ``path/to/file.py:function`` or ``package.module:function``. The cal
 ``(logp, old_logp, adv, mask)`` positionally, or under a trainer's own names by keyword
 (``sims.check.feed``), and returns a loss or ``(loss, diagnostics)``; its own settings are keyword
 parameters, set with ``--param name=value``; a config object's fields with ``--param
-config.field=value`` (built by ``--factory config=module:function`` or as a namespace). Every problem with what was asked
-(missing file, import error, not callable, wrong signature, unknown parameter) is a
-``UsageError``, which the CLI turns into exit code 2.
+config.field=value`` (built by ``--factory config=module:function`` or as a namespace). Every
+problem with what was asked (missing file, import error, not callable, wrong signature, unknown
+parameter, a value of the wrong type) is a ``UsageError``, which the CLI turns into exit code 2.
 """
 
 from __future__ import annotations

@@ -39,6 +39,26 @@ def test_kl_penalty_gradient_factor(estimator, factor):
     assert diag["kl_k2"].item() == pytest.approx(1 / 3)
 
 
+@pytest.mark.parametrize("estimator", ["k1", "k2", "k3"])
+def test_is_corrected_kl_penalty_gradient(estimator):
+    # token-sum, samples from π_old: L = Σ ρ·k(x) with ρ = e^{ℓ - ℓ_old} not detached, so
+    # ∂L/∂ℓ = ρ·(k(x) + k'(x)); for k3, k + k' = x (the k1 value): ∇(ρ·k3) = ρ·k1·∇ℓ
+    ref = torch.full_like(X, -2.0)
+    logp = (X + ref).requires_grad_(True)
+    old = logp.detach() - 0.25
+    cfg = KLConfig(estimator=estimator, agg="token-sum", is_correction=True)
+    loss, _ = kl_penalty(logp, ref, torch.ones_like(X), config=cfg, old_logp=old)
+    (grad,) = torch.autograd.grad(loss, logp)
+    rho = torch.exp(torch.tensor(0.25, dtype=X.dtype))
+    k = kl_values(X, torch.zeros_like(X), estimator=estimator)
+    dk = {"k1": torch.ones_like(X), "k2": X, "k3": 1 - torch.exp(-X)}[estimator]
+    torch.testing.assert_close(grad, rho * (k + dk), atol=1e-12, rtol=0)
+    if estimator == "k3":
+        torch.testing.assert_close(grad, rho * X, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="old_logp=None is invalid with is_correction=True"):
+        kl_penalty(logp, ref, torch.ones_like(X), config=cfg)
+
+
 def test_kl_in_reward_reference():
     # k3 of old - ref = [0, 1, -1] summed over the 2 valid tokens of each row; β = 0.5
     old = torch.tensor([[-1.0, -1.0], [-2.0, -3.0]], dtype=torch.float64)

@@ -8,12 +8,13 @@ for every new detection, a loss that must fail it.
 
 from __future__ import annotations
 
+import re
 import types
 
 import pytest
 import torch
 
-from sims.check.feed import NOT_TAKEN, Feed, adapt, resolve_names
+from sims.check.feed import NOT_TAKEN, Feed, adapt, aliases_for, resolve_names
 from sims.check.inputs import Batch, Layout, evaluate
 from sims.check.properties import check_microbatch, scale_pattern
 from sims.check.runner import run_checks
@@ -255,3 +256,85 @@ def test_dotted_params_build_a_config_namespace_or_use_a_factory():
 def test_a_param_of_the_wrong_type_is_a_usage_error():
     with pytest.raises(UsageError, match="--param epsilon='abc' is a str; allowed: a float"):
         bind_params(trl_grpo, {"epsilon": "abc"})
+
+
+# ------------------------------------------------------------------ KL penalties, as penalties
+
+
+def trl_is_corrected_kl(per_token_logps, ref_per_token_logps, old_per_token_logps, completion_mask):
+    """TRL's use_bias_correction_kl: k3 times coef_1 = π/π_old, coef_1 not detached."""
+    x = ref_per_token_logps - per_token_logps
+    k3 = (torch.exp(x) - x - 1) * torch.exp(per_token_logps - old_per_token_logps)
+    m = completion_mask.to(k3.dtype)
+    return ((k3 * m).sum(-1) / m.sum(-1).clamp(min=1)).mean()
+
+
+def trl_kl_coef_detached(per_token_logps, ref_per_token_logps, old_per_token_logps, completion_mask):
+    """The bug: coef_1 detached, so the score-function term ρ·k3·∇ℓ is lost (biased gradient)."""
+    x = ref_per_token_logps - per_token_logps
+    k3 = (torch.exp(x) - x - 1) * torch.exp(per_token_logps - old_per_token_logps).detach()
+    m = completion_mask.to(k3.dtype)
+    return ((k3 * m).sum(-1) / m.sum(-1).clamp(min=1)).mean()
+
+
+def test_an_is_corrected_kl_gets_the_sampling_policy_as_its_third_tensor():
+    spec = make_spec("kl", {"agg": "seq-mean-token-mean", "is_correction": True}, group_size=2)
+    names = resolve_names(trl_is_corrected_kl, penalty=True)
+    assert names["old_logp"] == "ref_per_token_logps" and names["rollout_logp"] == "old_per_token_logps"
+    good = run_checks(trl_is_corrected_kl, spec=spec, kinds=("contract", "spec", "property"), **FAST)
+    assert good.passed, good.card()
+    bad = run_checks(trl_kl_coef_detached, spec=spec, kinds=("contract", "spec"), **FAST)
+    failed = bad.result("spec: gradient weights equal kl's")
+    assert failed.passed is False and "sampling_logp" in failed.detail and "π/π_ref" in failed.detail
+
+
+def test_a_penalty_region_map_is_over_pi_over_pi_ref_without_advantage_signs():
+    spec = make_spec("kl", group_size=2)
+    report = run_checks(k3_float32, spec=spec, kinds=("contract", "spec"), feed=Feed(
+        dtype=torch.float32, names=resolve_names(k3_float32, penalty=True)), **FAST)
+    regions = report.result("spec: zero-weight regions and ratio bounds equal kl's").detail
+    assert "π/π_ref" in regions and "A > 0" not in regions and "A < 0" not in regions and "w/A" not in regions
+
+
+# ------------------------------------------------------------------ an objective composed with a KL penalty
+
+
+def trl_grpo_with_kl(per_token_logps, old_per_token_logps, ref_per_token_logps, advantages, completion_mask,
+                     beta=0.04):
+    """TRL's GRPO loss with beta > 0: the clipped surrogate plus β·k3 to the reference policy."""
+    coef_1 = torch.exp(per_token_logps - old_per_token_logps)
+    coef_2 = torch.clamp(coef_1, 0.8, 1.2)
+    per_token = -torch.min(coef_1 * advantages.unsqueeze(1), coef_2 * advantages.unsqueeze(1))
+    x = ref_per_token_logps - per_token_logps
+    per_token = per_token + beta * (torch.exp(x) - x - 1)
+    m = completion_mask.to(per_token.dtype)
+    return ((per_token * m).sum(-1) / m.sum(-1).clamp(min=1.0)).mean()
+
+
+def test_an_objective_plus_a_kl_to_the_reference_is_checked_as_a_composition():
+    params = {"agg": "seq-mean-token-mean", "kl.coef": 0.04, "kl.estimator": "k3", "kl.agg": "seq-mean-token-mean"}
+    spec = make_spec("ppo_clip+kl", params, group_size=2)
+    assert spec.inputs == ("rollout_logp",) and spec.labels[2] == "ref_logp"
+    feed = Feed(names=resolve_names(trl_grpo_with_kl, aliases=aliases_for(spec)), adv_shape="sequence")
+    assert feed.names["rollout_logp"] == "ref_per_token_logps" and feed.names["old_logp"] == "old_per_token_logps"
+    good = run_checks(trl_grpo_with_kl, spec=spec, feed=feed, kinds=("contract", "spec", "property", "profile"),
+                      profile_table=False, **FAST)
+    assert good.passed, good.card()
+    assert good.result("zero advantage, zero weight").kind == "profile"  # exempt by design, with the reason
+    wrong_beta = bind_params(trl_grpo_with_kl, {"beta": 0.4})
+    bad = run_checks(wrong_beta, spec=spec, feed=feed, kinds=("contract", "spec"), **FAST)
+    assert bad.result("spec: gradient weights equal ppo_clip+kl's").passed is False
+
+
+def test_dro_is_reinforce_plus_a_k2_penalty_to_the_old_policy():
+    from tests.sims.check.correct import dro
+
+    params = {"agg": "token-mean", "kl.coef": 0.1, "kl.estimator": "k2", "kl.agg": "token-mean", "kl.reference": "old"}
+    spec = make_spec("reinforce+kl", params, group_size=2)
+    assert run_checks(dro, spec=spec, kinds=("contract", "spec"), **FAST).passed
+    with pytest.raises(UsageError, match="needs --spec-param kl.coef"):
+        make_spec("reinforce+kl", {}, group_size=2)
+    with pytest.raises(UsageError, match="kl.reference='ref' is invalid"):
+        make_spec("reinforce+kl", {"kl.coef": 1, "kl.reference": "ref"}, group_size=2)
+    with pytest.raises(UsageError, match=re.escape("--spec 'reinforce+k2' is unknown")):
+        make_spec("reinforce+k2", {}, group_size=2)

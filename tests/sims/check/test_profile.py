@@ -52,3 +52,28 @@ def test_profile_config_rejects_bad_fields():
         ProfileConfig(vocab=9)
     with pytest.raises(ValueError, match="kl=2.0 is invalid"):
         ProfileConfig(kl=2.0)
+
+
+def test_the_registry_rows_are_computed_once_and_then_read_from_the_disk_cache(tmp_path, monkeypatch):
+    import sims.check.profile as profile
+
+    cfg = ProfileConfig(horizons=(2,))
+    cache = profile.ProfileCache(tmp_path / "cache")
+    assert cache.get(cfg) is None
+    first = profile.registry_rows(cfg, cache)
+    files = list((tmp_path / "cache").glob("profile-*.json"))
+    assert len(files) == 1 and not list((tmp_path / "cache").glob(".profile-*"))  # renamed into place
+
+    def must_not_run(_cfg):
+        raise AssertionError("recomputed although cached")
+
+    monkeypatch.setattr(profile, "_compute_registry_rows", must_not_run)
+    again = profile.registry_rows(cfg, cache)
+    assert [r["estimator"] for r in again] == [r["estimator"] for r in first]
+    assert all(math.isclose(a["bias_on"], b["bias_on"], rel_tol=1e-15) or (math.isnan(a["bias_on"]) and
+               math.isnan(b["bias_on"])) for a, b in zip(again, first))
+    # another config (or another code version: the key hashes the sources) is a miss, never a stale table
+    assert cache.key(ProfileConfig(horizons=(3,))) != cache.key(cfg)
+    with pytest.raises(AssertionError, match="recomputed"):
+        profile.registry_rows(ProfileConfig(horizons=(3,)), cache)
+    assert profile.ProfileCache(tmp_path / "off", enabled=False).get(cfg) is None

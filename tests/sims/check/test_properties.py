@@ -90,4 +90,4 @@ def test_a_nan_weight_fails_the_check_that_meets_it():
         return -(scale * adv.abs() * logp * mask).sum() / mask.sum()
 
     r = check_zero_advantage(nan_where_adv_is_zero, LAYOUT, examples=20, seed=0)
-    assert r.passed is False and "not finite" in r.detail
+    assert r.passed is False and "non-finite" in r.detail
