@@ -2,10 +2,15 @@
 
 ``pgverify list [--json]`` prints every registered objective, advantage estimator, aggregation,
 KL estimator, group filter and algorithm with its parts and reference. ``pgverify claims [--quick]
-[--json FILE]`` runs the experiments and prints the claims ledger; ``pgverify report [--out DIR]
+[--seed S] [--device D] [--json FILE]`` runs the experiments and prints the claims ledger
+(``--from DIR``: the ledger of an existing report, nothing re-run); ``pgverify report [--out DIR]
 [--quick] [--device D] [--seed S]`` writes the full report (``sims.report``); ``pgverify bench``
 measures the engines; ``pgverify check TARGET [--spec NAME] ...`` regression-tests a loss
-(``sims.check``). Usage errors exit with code 2 and a message naming the problem.
+(``sims.check``). Usage errors exit with code 2 and a message naming the problem; output paths
+are checked before any work (``sims.outputs``); SIGINT and SIGTERM stop a command with one line on
+stderr and exit code 130 or 143, nothing half-written.
+
+Imports are lazy: ``pgverify --help`` and ``--version`` load no torch, sympy, numba or pandas.
 """
 
 from __future__ import annotations
@@ -16,19 +21,28 @@ import json
 import sys
 from typing import Any, Callable, Sequence
 
-from sims.algorithms import ALGORITHMS, describe
-from sims.registry import (
-    ADVANTAGES,
-    AGGREGATIONS,
-    GROUP_FILTERS,
-    KL_ESTIMATORS,
-    OBJECTIVES,
-    config_dict,
-)
+from sims import outputs
+
+# The names ``check --spec`` accepts, kept here so that ``--help`` needs no registry (torch);
+# tests/sims/test_cli.py asserts it equals sims.check.specs.SPEC_NAMES.
+CHECK_SPEC_NAMES = ("reinforce", "seq_is", "ppo_clip", "gspo", "gspo_token", "gmpo", "cispo", "sapo", "sgs_cispo",
+                    "dro", "dppo_tv", "dppo_kl", "kl_cov", "clip_cov", "ppo_clip_rollout_is", "kl")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pgverify")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+        return "unknown"
 
 
 def registry_listing() -> dict[str, list[dict[str, Any]]]:
     """Everything ``pgverify list`` shows, as JSON-ready data."""
+    from sims.algorithms import ALGORITHMS, describe
+    from sims.registry import ADVANTAGES, AGGREGATIONS, GROUP_FILTERS, KL_ESTIMATORS, OBJECTIVES, config_dict
+
     return {
         "objectives": [
             {"name": s.name, "summary": s.summary, "advantage_level": s.advantage_level,
@@ -118,30 +132,89 @@ def _device_error(command: str, device: str) -> str | None:
     return None
 
 
+def _usage_error(command: str, message: str) -> int:
+    sys.stderr.write(f"pgverify {command}: error: {message}\n")
+    return 2
+
+
+def _read_ledger(command: str, directory: str) -> list[dict[str, Any]] | str:
+    """The ledger (claims.json) of the report in ``directory``, or a usage-error message."""
+    import os
+
+    path = os.path.join(directory, "claims.json")
+    if not os.path.isdir(directory):
+        return f"--from {directory!r} is not a directory; allowed: a directory written by pgverify report"
+    if not os.path.isfile(path):
+        return f"--from {directory!r} has no claims.json; allowed: a directory written by pgverify report"
+    try:
+        with open(path, encoding="utf-8") as fh:
+            ledger = json.load(fh)
+        if not (isinstance(ledger, list) and all(isinstance(c, dict) and {"id", "verdict", "summary"} <= set(c)
+                                                 for c in ledger)):
+            raise ValueError("not a list of claims with id, verdict and summary")
+    except (OSError, ValueError) as exc:
+        return f"--from {directory!r}: claims.json cannot be read ({exc})"
+    return ledger
+
+
+def _print_ledger(rows: list[dict[str, Any]]) -> None:
+    for c in rows:
+        claim = (c.get("evidence") or {}).get("claim", "") if isinstance(c.get("evidence"), dict) else ""
+        sys.stdout.write(f"{c['id']}  {c['verdict']:<12} {claim}\n{'':18}{c['summary']}\n")
+
+
 def _cmd_claims(args: argparse.Namespace) -> int:
-    from sims.claims import decide
-    from sims.report import run_experiments
-
-    results = run_experiments("quick" if args.quick else "full", seed=0, progress=sys.stderr.isatty())
-    ledger = decide(results)
-    for c in ledger:
-        sys.stdout.write(f"{c.id}  {c.verdict:<12} {c.claim}\n{'':18}{c.summary}\n")
     if args.json:
-        from sims.report import jsonable
+        try:
+            outputs.check_file_path("--json", args.json)
+        except outputs.OutputError as exc:
+            return _usage_error("claims", str(exc))
+    if args.from_dir is not None:
+        given = [opt for opt, value in (("--quick", args.quick), ("--seed", args.seed), ("--device", args.device))
+                 if value not in (None, False)]
+        if given:
+            return _usage_error("claims", f"--from reads an existing report; {', '.join(given)} cannot be "
+                                          "combined with it")
+        ledger = _read_ledger("claims", args.from_dir)
+        if isinstance(ledger, str):
+            return _usage_error("claims", ledger)
+        _print_ledger(ledger)
+        if args.json:
+            outputs.write_json_atomic(args.json, ledger)
+        return 0
+    device = args.device or "cpu"
+    error = _device_error("claims", device)
+    if error:
+        sys.stderr.write(error)
+        return 2
+    from sims.claims import decide
+    from sims.report import jsonable, run_experiments
 
-        _write_json_atomic(args.json, [jsonable(c.as_dict()) for c in ledger])
+    results = run_experiments("quick" if args.quick else "full", seed=args.seed or 0, device=device, progress=True)
+    rows = [jsonable(c.as_dict()) for c in decide(results)]
+    del results
+    _print_ledger(rows)
+    if args.json:
+        outputs.write_json_atomic(args.json, rows)
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from sims.report import build_report
-
     error = _device_error("report", args.device)
     if error:
         sys.stderr.write(error)
         return 2
-    ledger = build_report(args.out, scale="quick" if args.quick else "full", seed=args.seed,
-                          device=args.device, progress=True)
+    try:
+        outputs.check_report_dir("--out", args.out)
+    except outputs.OutputError as exc:
+        return _usage_error("report", str(exc))
+    from sims.report import build_report
+
+    try:
+        ledger = build_report(args.out, scale="quick" if args.quick else "full", seed=args.seed,
+                              device=args.device, progress=True)
+    except outputs.OutputError as exc:  # the directory changed while the experiments ran
+        return _usage_error("report", str(exc))
     counts = {v: sum(c.verdict == v for c in ledger) for v in ("holds", "partly", "fails", "inconclusive")}
     sys.stdout.write(f"wrote {args.out}/REPORT.md: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + "\n")
     return 0
@@ -180,12 +253,17 @@ def _positive_float(field: str):
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from sims.bench import run_bench
-
     error = _device_error("bench", args.device)
     if error:
         sys.stderr.write(error)
         return 2
+    if args.json:
+        try:
+            outputs.check_file_path("--json", args.json)
+        except outputs.OutputError as exc:
+            return _usage_error("bench", str(exc))
+    from sims.bench import run_bench
+
     result = run_bench(args.device, quick=args.quick)
     def fmt(value) -> str:
         if isinstance(value, list):
@@ -260,62 +338,66 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _check_writable(option: str, path: str) -> None:
     """UsageError unless ``path`` can be written: its parent exists and is writable, and it is not a
-    directory (checked before any work)."""
-    import os
-
+    directory (checked before any work; ``sims.outputs.check_file_path``)."""
     from sims.check.target import UsageError
 
-    parent = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise UsageError(f"{option} {path!r} is a directory; allowed: a file path")
-    if not os.path.isdir(parent):
-        raise UsageError(f"{option} {path!r}: the directory {parent!r} does not exist; allowed: a path in an "
-                         "existing directory")
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"{option} {path!r}: the directory {parent!r} is not writable")
+    try:
+        outputs.check_file_path(option, path)
+    except outputs.OutputError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _write_json_atomic(path: str, data: Any) -> None:
-    """Write JSON to a temporary file beside ``path``, then rename: never a half-written file."""
-    import os
-    import tempfile
-
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".pgverify-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write JSON to a temporary file beside ``path``, then rename: never a half-written file; the
+    usual permissions (``sims.outputs.write_json_atomic``)."""
+    outputs.write_json_atomic(path, data)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pgverify",
-        description="Verify claims about policy-gradient objectives for LLM RL.",
+        description="Verify claims about policy-gradient objectives for LLM RL. Exit codes: 0 success, "
+                    "1 a check failed (check), 2 usage error, 3 internal error (check), 130/143 stopped "
+                    "by SIGINT/SIGTERM.",
     )
+    parser.add_argument("--version", action="version", version=f"pgverify {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     p_list = sub.add_parser("list", help="list the registered objectives, estimators, "
-                                         "aggregations, KL estimators, filters and algorithms")
+                                         "aggregations, KL estimators, filters and algorithms",
+                            description="List every registered objective, advantage estimator, aggregation, "
+                                        "KL estimator, group filter and algorithm with its config and "
+                                        "reference (a second or two).")
     p_list.add_argument("--json", action="store_true", help="print JSON instead of text")
     p_list.set_defaults(func=_cmd_list)
     p_bench = sub.add_parser("bench", help="throughput of the Monte Carlo engine vs a per-sample "
-                                           "autograd loop and torch.func.vmap, and the exact engine")
+                                           "autograd loop and torch.func.vmap, and the exact engine",
+                             description="Measure the sequences per second of the Monte Carlo engine against "
+                                         "a per-sample autograd loop and torch.func.vmap(grad), the exact "
+                                         "engine's time, the engine on a GRU policy and the peak memory.")
     p_bench.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     p_bench.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p_bench.add_argument("--quick", action="store_true", help="smaller workloads (a few seconds)")
     p_bench.set_defaults(func=_cmd_bench)
-    p_claims = sub.add_parser("claims", help="run the experiments and print the claims ledger C01-C15")
-    p_claims.add_argument("--quick", action="store_true", help="the quick sweeps (under 2 minutes)")
+    p_claims = sub.add_parser("claims", help="run the experiments and print the claims ledger C01-C15",
+                              description="Run every experiment, decide the claims C01-C15 and print the "
+                                          "ledger (verdict and what fails), without writing a report; or, "
+                                          "with --from DIR, print the ledger of an existing report.")
+    p_claims.add_argument("--quick", action="store_true", help="the quick sweeps (what CI runs)")
+    p_claims.add_argument("--seed", type=_seed, default=None, help="base seed (default 0)")
+    p_claims.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default cpu)")
+    p_claims.add_argument("--from", dest="from_dir", metavar="DIR",
+                          help="print the ledger of the report in DIR (its claims.json); runs nothing")
     p_claims.add_argument("--json", metavar="FILE", help="also write the ledger as JSON to FILE")
     p_claims.set_defaults(func=_cmd_claims)
-    p_report = sub.add_parser("report", help="run every experiment, decide every claim and write the report")
-    p_report.add_argument("--out", default="reports", metavar="DIR", help="output directory (default reports/)")
-    p_report.add_argument("--quick", action="store_true", help="the quick sweeps (under 2 minutes; what CI runs)")
+    p_report = sub.add_parser("report", help="run every experiment, decide every claim and write the report",
+                              description="Run every experiment, decide every claim and write the report "
+                                          "directory (REPORT.md, figures, CSV, claims.json, provenance.json). "
+                                          "DIR must be new, empty or a previous report, which is replaced "
+                                          "atomically; a file or a directory holding other files is refused.")
+    p_report.add_argument("--out", default="reports", metavar="DIR",
+                          help="output directory: new, empty or a previous report (default reports/)")
+    p_report.add_argument("--quick", action="store_true", help="the quick sweeps (what CI runs)")
     p_report.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p_report.add_argument("--seed", type=_seed, default=0, help="base seed (default 0)")
     p_report.set_defaults(func=_cmd_report)
@@ -331,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_check.add_argument("target", metavar="TARGET",
                          help="path/to/file.py:function or package.module:function")
     p_check.add_argument("--spec", metavar="NAME", help="compare with this registry objective (pgverify list), "
-                                                        "or 'kl' for a KL penalty term")
+                                                        "or 'kl' for a KL penalty term; one of: "
+                                                        + ", ".join(CHECK_SPEC_NAMES))
     p_check.add_argument("--spec-param", action="append", metavar="NAME=VALUE",
                          help="a field of the spec's config, e.g. eps_high=0.28 (repeatable)")
     p_check.add_argument("--param", action="append", metavar="NAME=VALUE",
@@ -374,9 +457,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``pgverify`` console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    """Entry point of the ``pgverify`` console script; returns the exit code. SIGINT and SIGTERM
+    stop any command with one line on stderr and exit code 130 or 143 (``sims.outputs``)."""
+    with outputs.handle_signals():
+        try:
+            args = build_parser().parse_args(argv)
+            return args.func(args)
+        except KeyboardInterrupt as exc:
+            sys.stderr.write(outputs.stop_message(exc))
+            return outputs.exit_code(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover
