@@ -104,6 +104,7 @@ class SignMap:
         negative: ratio intervals where w/A < 0.
         tail_high, tail_low: |w/A| at ρ = e^{TAIL} and at ρ = e^{-TAIL}.
         sup: max |w/A| on the grid (inf if a weight is not finite).
+        at_one: |w/A| at ρ = 1 (the on-policy per-token scale), for reading bounds on the ratio scale.
     """
 
     sign: int
@@ -113,6 +114,13 @@ class SignMap:
     tail_high: tuple[float, float, float]
     tail_low: tuple[float, float, float]
     sup: float
+    at_one: float = 0.0
+
+    def on_ratio_scale(self, value: float) -> float | None:
+        """``value`` (a |w/A|) over |w/A| at ρ = 1: the aggregation's per-token normaliser (1/N of a
+        token-mean over the probe's K rows) divided out, so a cap reads as the ratio the user set
+        (CISPO's 5, not 5/K); None when the weight is 0 at ρ = 1 (a penalty's minimum)."""
+        return value / self.at_one if self.at_one > 0 and math.isfinite(self.at_one) else None
 
     @property
     def bounded_high(self) -> bool:
@@ -251,7 +259,7 @@ def sign_map(fn: Callable[..., Any], sign: int, group_size: int, base_prob: floa
         (underflow if under else structural).append(_ratio((lo, hi)))
     at = {float(u): abs(float(x)) for u, x in zip(GRID, w)}
     return SignMap(sign, tuple(structural), tuple(underflow), tuple(_ratio(iv) for iv in negative),
-                   tuple(at[t] for t in TAIL), tuple(at[-t] for t in TAIL), sup)
+                   tuple(at[t] for t in TAIL), tuple(at[-t] for t in TAIL), sup, at[0.0])
 
 
 def region_map(fn: Callable[..., Any], group_size: int, base_probs: tuple[float, ...] = BASE_PROBS,
@@ -313,7 +321,10 @@ def _line(m: SignMap) -> str:
     if m.underflow:
         parts.append(_underflow_text(m.underflow))
     if m.bounded:
-        parts.append(f"bounded (max |w/A| = {m.sup:.4g} on ρ in [e^-{LOG_MAX:g}, e^{LOG_MAX:g}])")
+        rel = m.on_ratio_scale(m.sup)
+        size = f"max |w/A| = {m.sup:.4g}" if rel is None else \
+            f"max |w/A| = {rel:.4g} x its value at ρ = 1 (absolute {m.sup:.4g})"
+        parts.append(f"bounded ({size} on ρ in [e^-{LOG_MAX:g}, e^{LOG_MAX:g}])")
     else:
         parts.append("unbounded (" + "; ".join(_tail_text(t, h) for t, h, b in (
             (m.tail_high, True, m.bounded_high), (m.tail_low, False, m.bounded_low)) if not b) + ")")
@@ -362,6 +373,10 @@ def _differs(ma: SignMap, mb: SignMap, rtol: float = 1e-6) -> str | None:
             return (f"{side}: {'bounded' if ba else 'unbounded'} {where}; spec: {'bounded' if bb else 'unbounded'} "
                     f"(|w/A| = {', '.join(f'{v:.3g}' for v in tail)} at log ρ = ±{', ±'.join(f'{t:g}' for t in TAIL)})")
     if ma.bounded and not _close(ma.sup, mb.sup, rtol):
+        ra, rb = ma.on_ratio_scale(ma.sup), mb.on_ratio_scale(mb.sup)
+        if ra is not None and rb is not None:
+            return (f"{side}: max |w/A| = {ra:.6g} x its value at ρ = 1; spec: {rb:.6g} x (absolute "
+                    f"{ma.sup:.6g} vs {mb.sup:.6g})")
         return f"{side}: max |w/A| = {ma.sup:.6g}; spec: {mb.sup:.6g}"
     return None
 

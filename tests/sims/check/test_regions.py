@@ -75,7 +75,8 @@ def test_cispo_is_bounded_with_no_zero_region_and_seq_is_is_not():
     rm = region_map(correct.cispo, 2)
     # the cap 5, halved by the token-mean over K = 2 rows
     assert all(m.zero == () and m.bounded and m.sup == pytest.approx(2.5, rel=1e-12) for m in rm.maps[0])
-    assert "bounded (max |w/A| = 2.5 on" in format_map(rm)
+    assert all(m.on_ratio_scale(m.sup) == pytest.approx(5.0, rel=1e-12) for m in rm.maps[0])
+    assert "bounded (max |w/A| = 5 x its value at ρ = 1 (absolute 2.5) on" in format_map(rm)  # the cap as set
     is_maps = region_map(correct.seq_is, 2)
     assert not is_maps.maps[0][0].bounded and "unbounded (grows like ρ^1.00" in format_map(is_maps)
 
