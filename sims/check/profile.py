@@ -134,6 +134,9 @@ def estimator_profile(fn: Callable[..., Any], label: str, cfg: ProfileConfig) ->
     return rows
 
 
+KEEP = 8  # cached tables kept (one per code version and config)
+
+
 class ProfileCache:
     """On-disk cache of the registry's rows of the profile table (they do not depend on the loss
     under test, and take most of a spec-free run).
@@ -178,6 +181,9 @@ class ProfileCache:
                 json.dump(list(rows), fh)
             os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, path)
+            old = sorted(self.directory.glob("profile-*.json"), key=lambda f: f.stat().st_mtime)[:-KEEP]
+            for stale in old:  # earlier code versions' tables: keep the newest KEEP
+                stale.unlink(missing_ok=True)
         except OSError:
             return
 
