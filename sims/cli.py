@@ -296,12 +296,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
         make_spec,
         run_checks,
     )
-    from sims.check.feed import DTYPES, Feed, resolve_names
+    from sims.check.feed import DTYPES, Feed, aliases_for, resolve_names
     from sims.check.runner import CheckInternalError
     from sims.check.target import parse_assignments, parse_factories
 
     try:
-        spec_params = parse_assignments("--spec-param", args.spec_param)
+        spec_params = parse_assignments("--spec-param", args.spec_param, dotted=True)
         params = parse_assignments("--param", args.param, dotted=True)
         names = {k: str(v) for k, v in parse_assignments("--arg", args.arg).items()}
         if spec_params and args.spec is None:
@@ -310,7 +310,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         raw = load_target(args.target)
         fn = bind_params(raw, params, parse_factories(args.factory))
         feed = Feed(dtype=DTYPES[args.dtype], mask_dtype=args.mask_dtype, adv_shape=args.adv_shape,
-                    strict_constants=args.strict_constants, names=resolve_names(fn, names))
+                    strict_constants=args.strict_constants,
+                    names=resolve_names(fn, names, aliases=aliases_for(spec)))
         if args.json:
             _check_writable("--json", args.json)
     except UsageError as exc:
