@@ -414,10 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_check.add_argument("target", metavar="TARGET",
                          help="path/to/file.py:function or package.module:function")
     p_check.add_argument("--spec", metavar="NAME", help="compare with this registry objective (pgverify list), "
-                                                        "or 'kl' for a KL penalty term; one of: "
-                                                        + ", ".join(CHECK_SPEC_NAMES))
+                                                        "'kl' for a KL penalty term, or OBJECTIVE+kl for an "
+                                                        "objective plus a KL penalty; one of: "
+                                                        + ", ".join(CHECK_SPEC_NAMES) + ", or OBJECTIVE+kl")
     p_check.add_argument("--spec-param", action="append", metavar="NAME=VALUE",
-                         help="a field of the spec's config, e.g. eps_high=0.28 (repeatable)")
+                         help="a field of the spec's config, e.g. eps_high=0.28 (repeatable); with OBJECTIVE+kl, "
+                              "kl.coef=BETA (required), kl.estimator, kl.agg, kl.reference=third|old")
     p_check.add_argument("--param", action="append", metavar="NAME=VALUE",
                          help="a keyword setting of the target function (repeatable); NAME.FIELD=VALUE sets a "
                               "field of a config argument, e.g. config.clip_ratio=0.2")
