@@ -3,10 +3,23 @@ from the experiments' results at run time.
 
 Each claim is split into the parts it literally asserts. Every part is decided by a comparison
 against a threshold stated here (a bool), or left undecided (``None``) when the evidence cannot
-separate the cases (an interval that covers 0). The verdict follows from the parts alone
-(``verdict``): all hold → ``holds``; some hold and some fail → ``partly`` (the summary names the
-failing parts); none hold → ``fails``; no part fails but some are undecided → ``inconclusive``.
+separate the cases (an interval that covers 0).
+
+The verdict rule (``verdict_of``, the only place it is written), over a claim's part outcomes:
+
+* every part holds → ``holds``;
+* every part fails → ``fails``;
+* no part is decided (every part undecided) → ``inconclusive``;
+* otherwise → ``partly``: the parts do not all agree and at least one is decided — some hold and
+  some fail, or some are decided and some undecided. A ``partly`` summary names the parts that
+  fail and the parts that are undecided (the others hold).
+
 No verdict is written by hand: feed an experiment other evidence and the verdict moves.
+
+Effect sizes. "No difficulty bias" is decided by the spread of the effective per-prompt weight
+w(p) over the pass-rate grid (``sims.experiments.difficulty.effective_weight`` defines w once, for
+every sampling scheme): max w / min w ≤ 1 + ``DIFFICULTY_DELTA`` holds, beyond it fails (see
+``DIFFICULTY_DELTA`` for the reason of its value).
 """
 
 from __future__ import annotations
@@ -18,7 +31,12 @@ from sims.experiments._common import Estimate, Result
 
 EXACT_TOL = 1e-9  # a relative bias (exact engine) below this is zero
 BIAS_TOL = 1e-3  # a relative bias above this is a real bias
-SPREAD_TOL = 1.01  # max/min per-prompt weight below this is "no difficulty bias"
+DIFFICULTY_DELTA = 0.10
+"""The minimal difficulty bias: two prompts whose effective weights w(p) differ by less than 10% get
+learning rates within 10% of each other, a difference below what learning-rate tuning resolves
+(learning rates are tuned on grids with steps of 2× or more, and Adam-style optimisers rescale the
+step anyway); the spreads the claims are about (GRPO's 1/√(p(1−p))) are several-fold. So
+max w / min w ≤ 1 + δ is "no difficulty bias", beyond it a bias."""
 SLOPE_RANGE = (-1.2, -0.8)  # log Var(G) against log T: "falls like 1/T"
 FULL_LEARNING = 0.99  # S for a zero-confidence positive sample: "learns fully"
 INERT_SPREAD = 1e-3  # 5–95% spread of S below this: SGS does not discriminate
@@ -137,17 +155,29 @@ class ClaimVerdict:
                              "figures": list(self.figures)}}
 
 
-def verdict(parts: list[Part] | tuple[Part, ...]) -> str:
-    """The rule in the module doc."""
-    values = [p.holds for p in parts]
-    if False in values:
-        return "partly" if True in values else "fails"
-    if None in values:
+def verdict_of(outcomes) -> str:
+    """The verdict rule of the module doc, over part outcomes (True holds, False fails, None
+    undecided): all True → holds; all False → fails; all None → inconclusive; otherwise → partly.
+    At least one outcome is required."""
+    values = list(outcomes)
+    if not values or any(v not in (True, False, None) for v in values):
+        raise ValueError(f"verdict_of needs one or more outcomes in (True, False, None), got {values!r}")
+    if all(v is True for v in values):
+        return "holds"
+    if all(v is False for v in values):
+        return "fails"
+    if all(v is None for v in values):
         return "inconclusive"
-    return "holds"
+    return "partly"
+
+
+def verdict(parts: list[Part] | tuple[Part, ...]) -> str:
+    """``verdict_of`` the parts' outcomes."""
+    return verdict_of(p.holds for p in parts)
 
 
 def _summary(v: str, parts) -> str:
+    """One line per verdict: a ``partly`` summary names the failing and the undecided parts."""
     failing = [p.text for p in parts if p.holds is False]
     undecided = [p.text for p in parts if p.holds is None]
     if v == "holds":
@@ -155,7 +185,9 @@ def _summary(v: str, parts) -> str:
     if v == "fails":
         return "fails: " + "; ".join(failing)
     if v == "partly":
-        return "holds except: " + "; ".join(failing)
+        named = ([f"fails: {'; '.join(failing)}"] if failing else []) + (
+            [f"undecided: {'; '.join(undecided)}"] if undecided else [])
+        return "holds except — " + " — ".join(named)
     return "undecided: " + "; ".join(undecided)
 
 
@@ -188,6 +220,27 @@ def _by_t(ts, values) -> str:
 
 
 # ----------------------------------------------------------------------------------- claims
+def _baseline_mechanism_text(df: dict[str, Any]) -> str:
+    """C01's mechanism, from the difficulty experiment's bandit numbers (module doc of
+    ``sims.experiments.difficulty``)."""
+    mech, pm1 = df["baseline_mechanism"], df["baseline_mechanism_pm1"]
+    thr, thr_pm1 = df["mean_baseline_threshold"], df["mean_baseline_threshold_pm1"]
+    worse = [p for p, m in mech.items() if m["mean_worse_than_none"]]
+    return (
+        "mechanism (one-token bandit, rewards coded 0/1, one sample): the variance is a parabola in a constant "
+        "baseline b with vertex b* = E[r‖s‖²]/E[‖s‖²], so the mean baseline b = p is worse than none iff p > 2b*: "
+        + ", ".join(f"p={p}: b* = {_fmt(m['b_star'])}, V(none) = {_fmt(m['var_none'])}, V(mean) = "
+                    f"{_fmt(m['var_mean'])}" for p, m in mech.items())
+        + (f"; mean worse than none above p = {_fmt(thr)}" if thr is not None else "; the mean is never worse than none")
+        + (f" (predicted at p = {', '.join(worse)})" if worse else "")
+        + "; coded −1/1 the mean baseline is "
+        + (f"worse than none above p = {_fmt(thr_pm1)}" if thr_pm1 is not None else
+           ("never better than none (" + ", ".join(f"p={p}: V(none) = {_fmt(m['var_none'])}, V(mean) = "
+                                                     f"{_fmt(m['var_mean'])}" for p, m in pm1.items()) + ")"))
+        + ": the result depends on the reward coding"
+    )
+
+
 def c01(r: dict[str, Result]) -> list[Part]:
     bv, df = r["bias_variance"].summary, r["difficulty"].summary
     rloo = df["weights"]["RLOO"]
@@ -202,8 +255,10 @@ def c01(r: dict[str, Result]) -> list[Part]:
              f"RLOO's effective per-prompt weight is 1 at every pass rate (max |w − 1| = "
              f"{_fmt(max(abs(w - 1) for w in rloo.values()))}); a group mean that includes the sample scales it by (K−1)/K"),
         Part("the baseline lowers the variance", lower,
-             "variance trace, RLOO vs no baseline (95% CI): " + "; ".join(
-                 f"p={p:g}: {df['mc_variance'][f'RLOO, p={p:g}']} vs {df['mc_variance'][f'no baseline (A = R), p={p:g}']}" for p in ps)),
+             f"variance trace of the K = {df['group_size']} group estimate, RLOO vs no baseline, rewards 0/1 (95% CI): "
+             + "; ".join(f"p={p:g}: {df['mc_variance'][f'RLOO, p={p:g}']} vs "
+                         f"{df['mc_variance'][f'no baseline (A = R), p={p:g}']}" for p in ps)
+             + "; " + _baseline_mechanism_text(df)),
     ]
 
 
@@ -290,18 +345,41 @@ def c07(r):
     ]
 
 
+def difficulty_part(df: dict[str, Any], label: str, setup: str, text: str, *, dynamic: bool) -> Part:
+    """"No difficulty bias" for the estimator ``label`` of the difficulty experiment: holds when the
+    spread max w / min w of its effective weight over the pass-rate grid (with or without dynamic
+    sampling, ``sims.experiments.difficulty.effective_weight``) is at most 1 + DIFFICULTY_DELTA,
+    fails beyond. The evidence names the setup, the effect size and δ."""
+    spread = df["weight_spread_dynamic" if dynamic else "weight_spread"][label]
+    ws = df["weights"][label]
+    return Part(text, spread <= 1 + DIFFICULTY_DELTA,
+                f"{setup} (K = {df['group_size']}, {len(ws)} pass rates {min(ws, key=float)}–{max(ws, key=float)}"
+                + (f", dynamic sampling: all-equal groups dropped and the batch refilled, every prompt's weight × "
+                   f"1/P̄(kept) = {_fmt(df['refill_factor'])}" if dynamic else "")
+                + f"): weight spread max w / min w = {_fmt(spread)} against 1 + δ = {_fmt(1 + DIFFICULTY_DELTA)}")
+
+
 def c08(r):
     df = r["difficulty"].summary
-    w = df["weights"]["z-score (GRPO, sample std)"]
+    lab = "z-score (GRPO, sample std)"
+    w = df["weights"][lab]
     mid = min(w, key=lambda p: abs(float(p) - 0.5))
     ext = max(w.values())
+    eq = df["all_equal_groups"]
     return [
-        Part("std normalisation over-weights low-variance (near 0 or 1 pass rate) prompts", ext > w[mid] * (1 + 1e-6),
-             f"effective weight (K = {df['group_size']}): p = {mid}: {_fmt(w[mid])}, largest {_fmt(ext)} at the "
-             f"extremes (spread {_fmt(df['weight_spread']['z-score (GRPO, sample std)'])}×)"),
+        Part("std normalisation over-weights low-variance (near 0 or 1 pass rate) prompts",
+             ext / w[mid] > 1 + DIFFICULTY_DELTA,
+             f"effective weight (K = {df['group_size']}, sample std): p = {mid}: {_fmt(w[mid])}, largest {_fmt(ext)} at "
+             f"the extremes, ratio {_fmt(ext / w[mid])} against 1 + δ = {_fmt(1 + DIFFICULTY_DELTA)} (spread over p "
+             f"{_fmt(df['weight_spread'][lab])}×)"),
         Part("the gradient explodes when std = 0", df["all_equal_group_advantages_max_abs"] > 1e6,
              f"an all-equal group gets advantages exactly {_fmt(df['all_equal_group_advantages_max_abs'])} (0/(0+ε)); "
-             f"|A| ≤ (K−1)/√K = {_fmt(df['max_abs_z_score_bound'])} always (largest seen "
+             "so does an all-equal non-binary group: "
+             + ", ".join(f"{k} rewards {_fmt(v['reward'])}: |A| ≤ {_fmt(v['max_abs_eps'])} with ε = 1e-6"
+                         for k, v in eq.items())
+             + "; with ε = 0 the advantage is 0/0 and the code refuses it: "
+             + ", ".join(f"{k}: {v['eps0']}" for k, v in eq.items())
+             + f"; |A| ≤ (K−1)/√K = {_fmt(df['max_abs_z_score_bound'])} always (largest seen "
              f"{_fmt(df['max_abs_z_score_advantage'])})"),
     ]
 
@@ -309,10 +387,10 @@ def c08(r):
 def c09(r):
     df = r["difficulty"].summary
     lab = "z-score (GRPO, sample std)"
-    return [Part("dropping all-equal groups removes the difficulty bias", df["weight_spread_dynamic"][lab] < SPREAD_TOL,
-                 f"max/min per-prompt weight over p: {_fmt(df['weight_spread'][lab])} without, "
-                 f"{_fmt(df['weight_spread_dynamic'][lab])} with dynamic sampling (per trained group); dropped groups "
-                 "carry zero advantage, so per sampled group nothing changes")]
+    part = difficulty_part(df, lab, "GRPO z-score (sample std)", "dropping all-equal groups removes the difficulty bias",
+                           dynamic=True)
+    return [Part(part.text, part.holds, part.evidence + f"; without dynamic sampling {_fmt(df['weight_spread'][lab])}: "
+                 "dropped groups carry zero advantage, so per sampled prompt nothing changes but the common refill factor")]
 
 
 def c10(r):
@@ -415,9 +493,8 @@ def c15(r, decided: dict[str, ClaimVerdict]):
         Part("gradient stability (bounded, never-zero weights)", c11p["the gradient is never killed"].holds
              and c11p["the gradient is bounded"].holds, "from C11"),
         Part("no length bias (token-level normalisation)", c07p[1].holds, "from C07: " + c07p[1].evidence),
-        Part("no difficulty bias (leave-one-out advantage with dynamic sampling)", df["weight_spread_dynamic"]["RLOO"] < SPREAD_TOL,
-             f"RLOO weight spread over p: {_fmt(df['weight_spread']['RLOO'])} alone, "
-             f"{_fmt(df['weight_spread_dynamic']['RLOO'])} per trained group with dynamic sampling"),
+        difficulty_part(df, "RLOO", "RLOO (leave-one-out) advantage",
+                        "no difficulty bias (leave-one-out advantage with dynamic sampling)", dynamic=True),
         Part("a principled exploration–exploitation balance (SGS)", {"holds": True, "fails": False}.get(decided["C13"].verdict),
              f"from C12 ({decided['C12'].verdict}) and C13 ({decided['C13'].verdict})"),
     ]

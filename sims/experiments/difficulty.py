@@ -1,19 +1,41 @@
 """Difficulty bias: the effective per-prompt weight versus pass rate p, per advantage estimator,
 with and without dynamic sampling.
 
-For a prompt with binary reward and success probability p, any group estimator's expected
-per-sample update is E[A_1 ∇log π(o_1)] = (a_1 − a_0)·∇p, where a_r = E[A_1 | r_1 = r] (papers.md
-§2, §11.5). So w(p) = a_1 − a_0 is the prompt's effective weight: an unbiased estimator has a
-constant w (RLOO: w = 1; the group mean: (K−1)/K). It is computed exactly by running the
-registered advantage estimator on every configuration (r_1, m successes among the other K − 1
-samples) and averaging over m ~ Binomial(K − 1, p). With dynamic sampling the expectation is
-conditioned on the group being kept (``sims.filters.dynamic_sampling`` decides which are), i.e.
-per *trained* group. A Monte Carlo check through ``sims.engines.montecarlo.mc_gradient`` (one-token
-bandit, the real sampling path) must cover the exact w(p)·∇p at a few p.
+The difficulty weight (``effective_weight``, defined once and used by every claim). A prompt with
+binary reward r ∈ {0, 1} and success probability p is sampled with a group of K; its first
+sample's contribution to the batch gradient is A_1·1[kept]·∇log π(o_1), where 1[kept] says whether
+the group is trained on (always 1 without dynamic sampling; ``sims.filters.dynamic_sampling``
+decides otherwise). Its expectation per *sampled* prompt is
+
+    p·E[A_1 1[kept] | r_1 = 1]·∇log p + (1−p)·E[A_1 1[kept] | r_1 = 0]·∇log(1−p) = w(p)·∇p,
+
+    w(p) = c · (E[A_1·1[kept] | r_1 = 1] − E[A_1·1[kept] | r_1 = 0])
+
+(papers.md §2, §11.5). c = 1 without dynamic sampling. With it the batch is refilled: B trained
+groups take B / P̄(kept) sampled groups on average, P̄(kept) the mean of P(kept | p) over the
+prompt distribution (here uniform over the pass-rate grid, ``refill_factor``), so every prompt's
+contribution is multiplied by the same constant c = 1/P̄(kept), never by a per-prompt
+1/P(kept | p) (that would be the weight per *trained* group, which over-counts the prompts that
+are rarely kept). The normalisation makes REINFORCE without a baseline (A = r) and RLOO w ≡ 1 and
+the group mean (K−1)/K: an unbiased estimator has a constant w. w is exact: the registered
+advantage estimator runs on every configuration (r_1, m successes among the other K − 1 samples)
+and m ~ Binomial(K − 1, p). The difficulty bias is the spread of w over p (``weight_spread``). A
+Monte Carlo check through ``sims.engines.montecarlo.mc_gradient`` (one-token bandit, the real
+sampling path) must cover the exact w(p)·∇p at a few p.
+
+The baseline mechanism (``baseline_mechanism``), on the same one-token bandit (logits θ, score
+s = ∇_θ log π(o)): a constant baseline b gives one sample's variance trace
+V(b) = E[(r − b)²‖s‖²] − ‖∇J‖², a parabola in b with vertex b* = E[r‖s‖²]/E[‖s‖²] (the
+variance-optimal constant baseline), so b is worse than no baseline exactly when |b − b*| > |b*|.
+For the two-token bandit with r ∈ {0, 1}: ‖s‖² = 2(1−p)² on a success and 2p² on a failure, so
+b* = 1 − p, and the mean baseline b = p is worse than none iff p > 2(1 − p), i.e. p > 2/3. Coded
+r ∈ {−1, 1} instead, b* = 1 − 2p and the mean 2p − 1 is never better than none (equal at p = 1/2):
+whether "a baseline lowers the variance" depends on the reward coding. Every number is computed
+from the bandit at run time.
 
 Also: the zero-signal fraction f(p) = P(group dropped) against the published p^G + (1−p)^G, the
 largest |A| of the standardised advantage, and the advantages of an all-equal group (does the
-gradient "explode when std = 0"?).
+gradient "explode when std = 0"?), binary and non-binary, with ε > 0 and ε = 0.
 """
 
 from __future__ import annotations
@@ -84,7 +106,7 @@ class Config:
 
     @classmethod
     def tiny(cls) -> "Config":
-        return cls(group_size=4, pass_rates=(0.1, 0.5), population_k=64, mc_pass_rates=(0.5,), n_replicas=200)
+        return cls(group_size=8, pass_rates=(0.1, 0.5), population_k=64, mc_pass_rates=(0.5,), n_replicas=200)
 
 
 def conditional_advantages(advantage: str, config: Any, k: int) -> np.ndarray:
@@ -100,15 +122,68 @@ def conditional_advantages(advantage: str, config: Any, k: int) -> np.ndarray:
     return np.stack([adv, keep.astype(float)])
 
 
-def effective_weight(advantage: str, config: Any, k: int, p: float, *, dynamic: bool) -> float:
-    """w(p) = E[A_1 | r_1 = 1, kept] − E[A_1 | r_1 = 0, kept], times P(kept | r_1) / P(kept)."""
+def effective_weight(advantage: str, config: Any, k: int, p: float, *, dynamic: bool, refill: float = 1.0) -> float:
+    """w(p) = c·(E[A_1·1[kept] | r_1 = 1] − E[A_1·1[kept] | r_1 = 0]) of the module doc: the
+    expected contribution per sampled prompt to the batch gradient, over ∇p. Without dynamic
+    sampling 1[kept] ≡ 1 and c = 1; with it c = ``refill`` (pass ``refill_factor``: 1/P̄(kept),
+    one constant for every prompt)."""
     adv, keep = conditional_advantages(advantage, config, k)
     pm = stats.binom.pmf(np.arange(k), k - 1, p)  # m ~ Binom(K − 1, p)
     if not dynamic:
         return float(pm @ adv[1] - pm @ adv[0])
-    p_keep = 1.0 - p ** k - (1.0 - p) ** k
-    # E[A_1 ∇log π(o_1) | kept] = (p·E[A 1{kept} | r=1]·∇log p + (1−p)·E[A 1{kept} | r=0]·∇log(1−p)) / P(kept)
-    return float((pm @ (adv[1] * keep[1]) - pm @ (adv[0] * keep[0])) / p_keep)
+    return float(refill * (pm @ (adv[1] * keep[1]) - pm @ (adv[0] * keep[0])))
+
+
+def refill_factor(k: int, pass_rates) -> float:
+    """c = 1/P̄(kept): dynamic sampling refills the batch, so a batch of B trained groups takes
+    B/P̄(kept) sampled groups, P̄(kept) the mean over the prompt distribution (uniform over
+    ``pass_rates``) of P(kept | p)."""
+    return 1.0 / float(np.mean([1.0 - dropped_fraction(k, p) for p in pass_rates]))
+
+
+def weight_spread(weights) -> float:
+    """The difficulty bias as an effect size: max w / min w over the pass-rate grid (1 = no bias);
+    infinite when some weight is ≤ 0 (a prompt pushed the wrong way or not at all)."""
+    w = np.asarray(list(weights), dtype=np.float64)
+    return float(w.max() / w.min()) if w.min() > 0 else math.inf
+
+
+def baseline_mechanism(p: float, rewards: tuple[float, float] = (1.0, 0.0)) -> dict[str, float]:
+    """The one-token bandit at pass rate p (``_bandit``) with rewards (success, failure): b* =
+    E[r‖s‖²]/E[‖s‖²], the one-sample variance trace V(b) = E[(r−b)²‖s‖²] − ‖∇J‖² for no baseline
+    (b = 0), the mean baseline (b = E r) and b*, and whether the mean is worse than none. Exact
+    (two outcomes, scores by autograd)."""
+    logits = _bandit(p).logits.clone().requires_grad_(True)
+    logp = torch.log_softmax(logits[0], -1)
+    probs = logp.exp().detach()
+    scores = torch.stack([torch.autograd.grad(logp[o], logits, retain_graph=True)[0].reshape(-1) for o in (0, 1)])
+    sq = (scores * scores).sum(-1)
+    r = torch.tensor(rewards, dtype=torch.float64)
+    grad = (probs[:, None] * r[:, None] * scores).sum(0)
+    b_star = float((probs * r * sq).sum() / (probs * sq).sum())
+    mean = float((probs * r).sum())
+
+    def var(b: float) -> float:
+        return float((probs * (r - b) ** 2 * sq).sum() - grad @ grad)
+
+    return {"p": p, "b_star": b_star, "mean": mean, "var_none": var(0.0), "var_mean": var(mean),
+            "var_b_star": var(b_star), "mean_worse_than_none": var(mean) > var(0.0)}
+
+
+def mean_baseline_threshold(rewards: tuple[float, float] = (1.0, 0.0), tol: float = 1e-12) -> float | None:
+    """The pass rate above which the mean baseline is worse than none on the bandit (bisection of
+    V(mean) − V(0) over p ∈ (0, 1)); None when the sign does not change on the interval's ends."""
+    def f(p: float) -> float:
+        m = baseline_mechanism(p, rewards)
+        return m["var_mean"] - m["var_none"]
+
+    lo, hi = 1e-6, 1 - 1e-6
+    if f(lo) * f(hi) >= 0:
+        return None
+    while hi - lo > tol:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if f(mid) * f(lo) > 0 else (lo, mid)
+    return (lo + hi) / 2
 
 
 def dropped_fraction(k: int, p: float) -> float:
@@ -150,20 +225,38 @@ def run(config: Config, *, seed: int = 0, device: str = "cpu") -> Result:
     """Table: estimator, p, dynamic sampling, quantity (weight, MC weight, ...), value, low, high."""
     k = config.group_size
     rows: list[dict[str, Any]] = []
+    refill = refill_factor(k, config.pass_rates)
     for label, adv, adv_cfg in ESTIMATORS:
         for p in config.pass_rates:
             for dyn in (False, True):
-                w = effective_weight(adv, adv_cfg, k, p, dynamic=dyn)
+                w = effective_weight(adv, adv_cfg, k, p, dynamic=dyn, refill=refill)
                 rows.append({"estimator": label, "p": p, "dynamic sampling": dyn, "quantity": "weight",
                              "value": w, "low": w, "high": w})
     rows += _mc_rows(config, seed)
     table = pd.DataFrame(rows)
-    return Result(NAME, config, table, _summary(table, config), _published(config))
+    summary = _summary(table, config) | {"refill_factor": refill}
+    return Result(NAME, config, table, summary, _published(config))
 
 
 def _spread(table, label, dyn, config) -> float:
     w = table[(table.estimator == label) & (table["dynamic sampling"] == dyn) & (table.quantity == "weight")]
-    return float(w["value"].max() / w["value"].min())
+    return weight_spread(w["value"])
+
+
+def _all_equal_groups(k: int) -> dict[str, Any]:
+    """The z-score advantages of all-equal groups of K (binary 1s, and the non-binary reward 0.5),
+    with ε = 1e-6 (0/(0 + ε) = 0) and with ε = 0 (the registry refuses the 0/0: the error's type)."""
+    out: dict[str, Any] = {}
+    for name, value in (("binary", 1.0), ("non-binary 0.5", 0.5)):
+        rewards = torch.full((1, k), value, dtype=torch.float64)
+        a = get_advantage("grpo").fn(rewards, config=StdConfig(eps=1e-6))
+        try:
+            a0 = get_advantage("grpo").fn(rewards, config=StdConfig(eps=0.0))
+            eps0 = f"advantages {float(a0.abs().max()):g}" if bool(torch.isfinite(a0).all()) else "non-finite advantages"
+        except ValueError as e:
+            eps0 = f"refused ({type(e).__name__}: 0/0)"
+        out[name] = {"reward": value, "max_abs_eps": float(a.abs().max()), "eps0": eps0}
+    return out
 
 
 def _summary(table: pd.DataFrame, config: Config) -> dict[str, Any]:
@@ -186,6 +279,11 @@ def _summary(table: pd.DataFrame, config: Config) -> dict[str, Any]:
                         table[table.quantity == "MC variance trace"][["estimator", "p", "value", "low", "high"]].itertuples(index=False)},
         "mc_pass_rates": list(config.mc_pass_rates),
         "mc_z_threshold": MC_Z,
+        "all_equal_groups": _all_equal_groups(k),
+        "baseline_mechanism": {f"{p:g}": baseline_mechanism(p) for p in config.mc_pass_rates},
+        "baseline_mechanism_pm1": {f"{p:g}": baseline_mechanism(p, (1.0, -1.0)) for p in config.mc_pass_rates},
+        "mean_baseline_threshold": mean_baseline_threshold(),
+        "mean_baseline_threshold_pm1": mean_baseline_threshold((1.0, -1.0)),
     }
 
 
@@ -225,7 +323,7 @@ def figures(result: Result) -> list[Figure]:
                             color=PALETTE[6], ms=5, label="Monte Carlo check (95% CI)")
         axes[0][0].set_ylabel("effective weight w(p), E[ĝ] = w(p)·∇p")
         axes[0][0].set_title("per sampled group")
-        axes[0][1].set_title("per trained group, with dynamic sampling")
+        axes[0][1].set_title("with dynamic sampling (batch refilled)")
         legend_outside(fig, axes[0], ncol=3)
         main = fig
     k = cfg.group_size
@@ -239,10 +337,13 @@ def figures(result: Result) -> list[Figure]:
         f"w(p). Left: {join(f'{lab} (w = {fmt(mean_w[lab])})' for lab in flat)} "
         f"{'are' if len(flat) != 1 else 'is'} flat; {join(f'{lab} (max/min {fmt(spread[lab])})' for lab in steep)} "
         f"{'weight' if len(steep) != 1 else 'weights'} the prompts near p = 0 and p = 1 more. Right: dynamic sampling "
-        "drops the all-equal groups; per trained group the max/min of w(p) is "
-        f"{fmt(min(spread_dyn.values()))}–{fmt(max(spread_dyn.values()))} across the estimators"
-        + (", larger than without it for every estimator: conditioning on a kept group re-weights the extreme "
-           "prompts instead of flattening them" if all(spread_dyn[lab] > spread[lab] for lab in labels) else "")
+        "drops the all-equal groups and refills the batch, which multiplies every prompt's weight by the same "
+        f"1/P̄(kept) = {fmt(summary['refill_factor'])}; per sampled prompt the max/min of w(p) is "
+        f"{join(f'{lab} {fmt(spread_dyn[lab])}' for lab in labels)}"
+        + (" (changed only for estimators whose all-equal groups carry a non-zero advantage: "
+           + join(lab for lab in labels if abs(spread_dyn[lab] - spread[lab]) > 1e-9 * spread[lab]) + ")"
+           if any(abs(spread_dyn[lab] - spread[lab]) > 1e-9 * spread[lab] for lab in labels) else
+           " (unchanged for every estimator)")
         + f". Crosses: Monte Carlo checks through the sampling engine at p = "
         f"{join(f'{p:g}' for p in cfg.mc_pass_rates)} (largest |z| against the exact curve "
         f"{fmt(summary['mc_max_abs_z'])}, threshold {summary['mc_z_threshold']:g})."
