@@ -229,3 +229,229 @@ def test_check_console_entry_point_exit_codes(variants):
     assert run(f"{variants}:not_detached").returncode == 1
     missing = run("nowhere.py:f")
     assert missing.returncode == 2 and "nowhere.py" in missing.stderr
+
+
+# ----------------------------------------------------------------------------- the surface a user touches
+
+import os  # noqa: E402
+import signal  # noqa: E402
+import stat  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+HEAVY = ("torch", "sympy", "numba", "pandas", "hypothesis")
+
+
+def _no_work(monkeypatch):
+    """Make any experiment run or bench fail the test: usage errors must come before work."""
+    import sims.bench
+    import sims.report
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("work started before the output path was checked")
+
+    for module, name in ((sims.report, "run_experiments"), (sims.report, "build_report"), (sims.bench, "run_bench")):
+        monkeypatch.setattr(module, name, forbidden)
+
+
+def _fake_report(path, text="old report"):
+    path.mkdir()
+    (path / "provenance.json").write_text("{}")
+    (path / "REPORT.md").write_text(text)
+    return {p.name: p.read_bytes() for p in path.iterdir()}
+
+
+def test_help_and_version_are_fast_and_import_nothing_heavy(tmp_path):
+    probe = ("import sys, time\nstart = time.perf_counter()\nfrom sims.cli import main\n"
+             "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+             f"print(time.perf_counter() - start, [m for m in {HEAVY!r} if m in sys.modules])")
+    for argv in (["--help"], ["--version"], ["check", "--help"], ["report", "--help"]):
+        done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, check=True)
+        seconds, heavy = done.stdout.strip().splitlines()[-1].split(" ", 1)
+        assert heavy == "[]", (argv, heavy)
+        assert float(seconds) < 1.0, (argv, seconds)
+    walls, bare = [], []
+    for _ in range(3):  # the whole command, interpreter start included; the best of 3 on a shared machine
+        start = time.perf_counter()
+        version = subprocess.run([sys.executable, "-m", "sims", "--version"], capture_output=True, text=True)
+        walls.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        bare.append(time.perf_counter() - start)
+    from importlib.metadata import version as pkg_version
+
+    assert version.returncode == 0 and version.stdout.strip() == f"pgverify {pkg_version('pgverify')}"
+    # under 1 s beyond the interpreter's own start (which alone takes ~1 s on a saturated 2-core machine)
+    assert min(walls) - min(bare) < 1.0, (walls, bare)
+
+
+def test_check_spec_names_in_the_help_are_the_registry_s():
+    from sims.check.specs import SPEC_NAMES
+    from sims.cli import CHECK_SPEC_NAMES, build_parser
+
+    assert CHECK_SPEC_NAMES == SPEC_NAMES
+    check = build_parser()._subparsers._group_actions[0].choices["check"]
+    assert ", ".join(SPEC_NAMES) in " ".join(check.format_help().split())
+
+
+def test_every_subcommand_has_a_description():
+    from sims.cli import build_parser
+
+    for name, sub in build_parser()._subparsers._group_actions[0].choices.items():
+        assert sub.description and len(sub.description) > 40, name
+
+
+def test_report_refuses_a_file_and_leaves_it_untouched(tmp_path, monkeypatch, capsys):
+    _no_work(monkeypatch)
+    target = tmp_path / "notes.txt"
+    target.write_text("my notes")
+    assert main(["report", "--out", str(target)]) == 2
+    assert "--out" in capsys.readouterr().err and target.read_text() == "my notes"
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_report_refuses_a_foreign_directory_and_its_files_survive(tmp_path, monkeypatch, capsys):
+    _no_work(monkeypatch)
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "thesis.tex").write_text("years of work")
+    assert main(["report", "--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pgverify report: error: --out ") and "not a pgverify report" in err
+    assert [p.name for p in target.iterdir()] == ["thesis.tex"] and (target / "thesis.tex").read_text() == "years of work"
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["report", "--out", "{missing}/rep"], "--out"),
+    (["report", "--out", "{locked}/rep"], "--out"),
+    (["claims", "--quick", "--json", "{missing}/c.json"], "--json"),
+    (["claims", "--quick", "--json", "{locked}/c.json"], "--json"),
+    (["claims", "--quick", "--json", "{tmp}"], "--json"),
+    (["bench", "--quick", "--json", "{missing}/b.json"], "--json"),
+    (["bench", "--quick", "--json", "{locked}/b.json"], "--json"),
+])
+def test_unusable_output_paths_exit_2_before_any_work(tmp_path, monkeypatch, capsys, argv, option):
+    _no_work(monkeypatch)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    real = os.access  # root may write anywhere: make os.access say what the mode says
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if os.path.abspath(p) == str(locked)
+                        and mode & os.W_OK else real(p, mode, **kw))
+    argv = [a.format(missing=tmp_path / "missing", locked=locked, tmp=tmp_path) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    path = argv[-1]
+    assert err.startswith(f"pgverify {argv[0]}: error: {option} ") and repr(path) in err, err
+    assert "Traceback" not in err and not (tmp_path / "missing").exists() and not list(locked.iterdir())
+
+
+def _ledger_dir(tmp_path):
+    d = tmp_path / "rep"
+    _fake_report(d)
+    rows = [{"id": "C01", "verdict": "partly", "summary": "holds except: the baseline lowers the variance",
+             "evidence": {"claim": "REINFORCE is unbiased"}},
+            {"id": "C02", "verdict": "holds", "summary": "all 2 parts hold", "evidence": {"claim": "seq IS"}}]
+    (d / "claims.json").write_text(json.dumps(rows))
+    return d, rows
+
+
+def test_claims_from_prints_an_existing_report_s_ledger(tmp_path, capsys, monkeypatch):
+    _no_work(monkeypatch)
+    d, rows = _ledger_dir(tmp_path)
+    out = tmp_path / "ledger.json"
+    assert main(["claims", "--from", str(d), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "C01  partly       REINFORCE is unbiased" in text and "holds except: the baseline" in text
+    assert "C02  holds" in text and json.loads(out.read_text()) == rows
+    (d / "claims.json").unlink()
+    assert main(["claims", "--from", str(d)]) == 2
+    assert "has no claims.json" in capsys.readouterr().err
+    assert main(["claims", "--from", str(tmp_path / "nowhere")]) == 2
+    assert main(["claims", "--from", str(d), "--quick"]) == 2
+    assert "--quick cannot be combined" in capsys.readouterr().err
+
+
+def test_claims_takes_seed_and_device(monkeypatch, capsys):
+    import sims.claims
+    import sims.report
+
+    seen = {}
+    monkeypatch.setattr(sims.report, "run_experiments", lambda scale, **kw: seen.update(kw, scale=scale) or {})
+    monkeypatch.setattr(sims.claims, "decide", lambda results: [])
+    assert main(["claims", "--quick", "--seed", "7", "--device", "cpu"]) == 0
+    assert (seen["scale"], seen["seed"], seen["device"], seen["progress"]) == ("quick", 7, "cpu", True)
+    assert main(["claims", "--device", "tpu"]) == 2
+
+
+def test_claims_from_is_fast_and_writes_with_the_umask_permissions(tmp_path):
+    d, _ = _ledger_dir(tmp_path)
+    out = tmp_path / "ledger.json"
+    probe = ("import sys\nfrom sims.cli import main\ncode = main(sys.argv[1:])\n"
+             f"print(code, [m for m in {HEAVY!r} if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", probe, "claims", "--from", str(d), "--json", str(out)],
+                          capture_output=True, text=True, umask=0o022)
+    assert done.stdout.strip().splitlines()[-1] == "0 []", done.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(monkeypatch, capsys):
+    import types
+
+    import sims.report
+
+    fake = types.SimpleNamespace(run=lambda cfg, seed, device: ("ran", cfg))
+    monkeypatch.setattr(sims.report, "EXPERIMENTS", {"alpha": fake, "beta": fake})
+    out = sims.report.run_experiments("quick", progress=True, overrides={"alpha": 1, "beta": 2})
+    assert out == {"alpha": ("ran", 1), "beta": ("ran", 2)}
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "pgverify: running 2 experiments at quick scale"
+    assert err[1].startswith("[1/2] alpha done in ") and err[2].startswith("[2/2] beta done in ")
+    assert err[2].endswith(" s")
+
+
+@pytest.mark.slow
+def test_report_replaces_a_previous_report_with_the_umask_permissions(tiny_experiments, tmp_path, monkeypatch,
+                                                                       capsys):
+    import sims.report
+
+    monkeypatch.setattr(sims.report, "run_experiments", lambda *a, **kw: tiny_experiments)
+    out = tmp_path / "rep"
+    _fake_report(out)
+    (out / "stale.png").write_text("from the previous report")
+    old = os.umask(0o022)
+    try:
+        assert main(["report", "--out", str(out)]) == 0
+    finally:
+        os.umask(old)
+    assert "wrote " in capsys.readouterr().out
+    names = {p.name for p in out.iterdir()}
+    assert "stale.png" not in names and {"REPORT.md", "claims.json", "provenance.json"} <= names
+    assert "old report" not in (out / "REPORT.md").read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["rep"]  # no temporary or old directory left
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {0o644}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_a_report_cleanly(tmp_path, signum, code):
+    out = tmp_path / "rep"
+    before = _fake_report(out)
+    proc = subprocess.Popen([sys.executable, "-m", "sims", "report", "--quick", "--out", str(out)],
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        first = proc.stderr.readline()  # printed once the experiments start (torch imported)
+        assert first.startswith("pgverify: running"), first
+        time.sleep(1.5)  # inside the first experiment: torch ops and numba kernels
+        proc.send_signal(signum)
+        stdout, rest = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = first + rest
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("pgverify: ")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the previous report intact
+    assert [p.name for p in tmp_path.iterdir()] == ["rep"]  # no temporary directory left
