@@ -36,7 +36,8 @@ from policies.tabular import TabularPolicy
 from policies.tasks import TokenCount
 from sims._checks import require
 from sims.engines.exact import exact_estimator_mean, exact_objective
-from sims.experiments._common import Estimate, Result, check_replicas, mc_config, mean_interval, seeded, variance_interval
+from sims.experiments._common import (Estimate, Result, check_replicas, mc_config, mean_interval, seeded,
+                                     token_log_ratios, variance_interval)
 from sims.experiments._plotting import MARKERS, PALETTE, Figure, fmt, join, legend_outside, line_kw, new_figure, plot_to, style
 from sims.engines.montecarlo import mc_gradient
 from sims.objectives import CispoConfig, GspoConfig, ReinforceConfig, SeqIsConfig
@@ -158,7 +159,7 @@ def _ratio_rows(config: Config, seed: int, device: str) -> list[dict[str, Any]]:
         old, new = policy_pair(t, config, seed, device)
         closed = float(torch.prod(1.0 + chi2_per_position(old, new)) - 1.0)
         tokens, mask = old.sample(config.n_ratio_samples, generator=seeded(seed, 20_000 + t))
-        log_r = ((new.log_prob(tokens) - old.log_prob(tokens)) * mask).sum(-1).cpu().numpy()
+        log_r = np.concatenate([x.sum(-1).cpu().numpy() for x in token_log_ratios(old, new, tokens, mask)])
         r = np.exp(log_r)
         var = variance_interval(r)
         extreme = mean_interval(((r < 1e-3) | (r > 1e3)).astype(float))

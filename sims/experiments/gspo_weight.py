@@ -27,7 +27,8 @@ import torch
 from policies.perturb import perturb
 from policies.tabular import TabularPolicy
 from sims._checks import require
-from sims.experiments._common import Estimate, Published, Result, mean_interval, seeded, variance_interval
+from sims.experiments._common import (Estimate, Published, Result, mean_interval, seeded, token_log_ratios,
+                                     variance_interval)
 from sims.experiments._plotting import PALETTE, Figure, fmt, legend_outside, line_kw, new_figure, plot_to, style
 
 NAME = "gspo_weight"
@@ -97,13 +98,18 @@ def _row_probs(policy: TabularPolicy) -> torch.Tensor:
 
 
 def _sample_rows(old, new, n: int, gen) -> dict[str, np.ndarray]:
+    """R, G, log G and the arithmetic mean AM of the token ratios of ``n`` sequences from ``old``
+    (drawn in one call; the log-ratios formed a pass of rows at a time: ``token_log_ratios``)."""
     tokens, mask = old.sample(n, generator=gen)
-    log_rho = (new.log_prob(tokens) - old.log_prob(tokens)) * mask
-    log_r = log_rho.sum(-1)
     t = old.horizon
-    g = (log_r / t).exp()
-    am = log_rho.exp().mean(-1)
-    return {"R": log_r.exp().numpy(), "G": g.numpy(), "log G": (log_r / t).numpy(), "AM": am.numpy()}
+    out: dict[str, list[np.ndarray]] = {"R": [], "G": [], "log G": [], "AM": []}
+    for log_rho in token_log_ratios(old, new, tokens, mask):
+        log_r = log_rho.sum(-1)
+        out["R"].append(log_r.exp().numpy())
+        out["G"].append((log_r / t).exp().numpy())
+        out["log G"].append((log_r / t).numpy())
+        out["AM"].append(log_rho.exp().mean(-1).numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}
 
 
 def run(config: Config, *, seed: int = 0, device: str = "cpu") -> Result:
@@ -170,10 +176,10 @@ def _summary(table: pd.DataFrame, example: dict[str, float], kl_example: float) 
 def _published(example: dict[str, float], kl_example: float) -> list[Published]:
     src = "research/papers.md §3 / §11 (V=4, T=5 example)"
     return [
-        Published("E_old[ρ_seq²], V=4, T=5", src, 1.354081, Estimate.exact(example["E[R^2]"]), 5e-7),
-        Published("E_old[s] (GSPO ratio), V=4, T=5", src, 0.97628, Estimate.exact(example["E[G]"]), 5e-6),
-        Published("E_old[log s], V=4, T=5", src, -0.029898, Estimate.exact(example["E[log G]"]), 5e-7),
-        Published("exp(−KL_token) (limit of E[s])", src, 0.97054, Estimate.exact(float(np.exp(-kl_example))), 5e-6),
+        Published("E_old[ρ_seq²], V=4, T=5", src, "1.354081", Estimate.exact(example["E[R^2]"]), "exact (enumeration)"),
+        Published("E_old[s] (GSPO ratio), V=4, T=5", src, "0.97628", Estimate.exact(example["E[G]"]), "exact (enumeration)"),
+        Published("E_old[log s], V=4, T=5", src, "-0.029898", Estimate.exact(example["E[log G]"]), "exact (enumeration)"),
+        Published("exp(−KL_token) (limit of E[s])", src, "0.97054", Estimate.exact(float(np.exp(-kl_example))), "exact (closed form)"),
     ]
 
 

@@ -91,18 +91,36 @@ def _curve_rows(config: Config) -> tuple[list[dict[str, Any]], float]:
     return rows, max_diff
 
 
+ROWS_PER_PASS = 64  # sequences per inverse-CDF pass (memory at L = 32,000, not numbers)
+
+
+def _beta_log_probs(config: Config, seed: int, length: int) -> torch.Tensor:
+    """log π_t with π_t ~ Beta(a, b) for ``n_sequences`` sequences of ``length`` tokens: scipy's
+    inverse CDF of torch uniforms (the generator stays explicit), clamped at 1e-300. The uniforms
+    are drawn in one call and transformed ``ROWS_PER_PASS`` rows at a time (elementwise, so the
+    values do not depend on it), so scipy's temporaries stay small at L = 32,000."""
+    u = torch.rand(config.n_sequences, length, generator=seeded(seed, length), dtype=torch.float64)
+    for start in range(0, config.n_sequences, ROWS_PER_PASS):
+        rows = slice(start, start + ROWS_PER_PASS)
+        u[rows] = torch.from_numpy(stats.beta.ppf(u[rows].numpy(), *config.beta)).clamp_min(1e-300).log()
+    return u
+
+
+def _scale_values(logp: torch.Tensor, config: Config, mode: str) -> np.ndarray:
+    """S of each sequence (``sequence``/``geometric``: one value per row) or of each token
+    (``token``), for A > 0; S is computed row by row, so passes of rows give the same values."""
+    ones = torch.ones(1, 1, dtype=logp.dtype).expand_as(logp)  # a view: no [n, L] tensor of ones
+    s = sgs_scale(logp, ones, ones, k=config.k, tau=config.tau, p_mode=mode)
+    return (s[:, 0] if mode != "token" else s.reshape(-1)).numpy()
+
+
 def _length_rows(config: Config, seed: int) -> list[dict[str, Any]]:
     rows = []
     for length in config.lengths:
-        gen = seeded(seed, length)
-        u = torch.rand(config.n_sequences, length, generator=gen, dtype=torch.float64)
-        # Beta draws by scipy's inverse CDF of torch uniforms keep the generator explicit
-        probs = torch.from_numpy(stats.beta.ppf(u.numpy(), *config.beta)).clamp_min(1e-300)
-        logp = probs.log()
-        ones = torch.ones_like(logp)
+        logp = _beta_log_probs(config, seed, length)
         for mode in P_MODES:
-            s = sgs_scale(logp, ones, ones, k=config.k, tau=config.tau, p_mode=mode)
-            vals = (s[:, 0] if mode != "token" else s.reshape(-1)).numpy()
+            vals = np.concatenate([_scale_values(logp[start:start + ROWS_PER_PASS], config, mode)
+                                   for start in range(0, logp.shape[0], ROWS_PER_PASS)])
             rows.append({"part": "lengths", "L": length, "p_mode": mode, "mean S": float(vals.mean()),
                          "q05": float(np.quantile(vals, 0.05)), "q95": float(np.quantile(vals, 0.95)),
                          "spread": float(np.quantile(vals, 0.95) - np.quantile(vals, 0.05))})
