@@ -151,6 +151,19 @@ def dppo_tv_ratio_mask(logp, old_logp, adv, mask, eps=0.2, clip_ratio_c=3.0):
     return _token_mean(-a * ratio.clamp(max=clip_ratio_c) * logp * keep, mask)
 
 
+def dppo_kl_reversed_divergence(logp, old_logp, adv, mask, clip_ratio_low=0.05, clip_ratio_high=0.05,
+                                clip_ratio_c=3.0):
+    """DPPO-Binary-KL with the divergence reversed, D(π‖π_old) instead of D(π_old‖π): the trust
+    region's edge moves (the two binary KLs differ away from p = p_old)."""
+    a, old, lp = adv.detach(), old_logp.detach(), logp.detach()
+    p, q, q_old = lp.exp(), -torch.expm1(lp), -torch.expm1(old)
+    rest = torch.where(q > 0, q * (torch.log(q) - torch.log(q_old)), torch.zeros_like(q))
+    d = p * (lp - old) + rest
+    keep = torch.where(a > 0, (d <= clip_ratio_high) | (lp <= old), (d <= clip_ratio_low) | (lp >= old))
+    ratio = torch.exp(torch.clamp(lp - old, max=torch.log(torch.tensor(clip_ratio_c)).item()))
+    return _token_mean(-a * ratio * logp * keep.to(logp.dtype), mask)
+
+
 def dro_penalty_sign_flipped(logp, old_logp, adv, mask, dro_beta=0.1):
     """DRO with the proximal term's sign flipped (-ℓA - ½β d² instead of -(ℓA - ½β d²)): the update is
     pushed away from π_old."""
@@ -245,6 +258,8 @@ PLANTED = (
     Planted(token_mean_padded_width, "normaliser over padded width", "padding invariance"),
     Planted(dppo_tv_ratio_mask, "DPPO arXiv:2602.04879 (probability, not ratio, trust region)", SPEC_REGIONS,
             "dppo_tv"),
+    Planted(dppo_kl_reversed_divergence, "DPPO arXiv:2602.04879 (binary KL of π_old from π)", SPEC_REGIONS,
+            "dppo_kl", {"delta_low": 0.05, "delta_high": 0.05}),
     Planted(dro_penalty_sign_flipped, "verl dro sign", SPEC_WEIGHTS, "dro"),
     Planted(kl_cov_penalty_everywhere, "verl kl_cov (top-k only)", SPEC_WEIGHTS, "kl_cov", {"kl_cov_ratio": 0.1}),
     Planted(clip_cov_uncentred, "Entropy Mechanism arXiv:2505.22617 (centred covariance)", SPEC_WEIGHTS,
