@@ -121,18 +121,17 @@ class Feed:
 
     def describe(self) -> str:
         """One line for the card: how the loss was fed."""
-        names = dict(self.names)
-        call = ("by keyword: " + ", ".join(f"{k} -> {v or '(not taken)'}" for k, v in names.items())) if names and any(
-            k != v for k, v in names.items()) else "positionally (logp, old_logp, adv, mask)"
+        core = ("logp", "old_logp", "adv", "mask")
+        by_name = ", ".join(f"{k} -> {v or '(not taken)'}" for k, v in self.names.items())
+        if any(k in self.names for k in core):
+            call = f"by keyword: {by_name}"
+        else:
+            call = "positionally (logp, old_logp, adv, mask)" + (f", and by keyword {by_name}" if by_name else "")
         const = ("with requires_grad (strict)" if self.strict_constants
                  else "without requires_grad (as trainers pass them)")
         return (f"{str(self.dtype).replace('torch.', '')} inputs, {self.mask_dtype} mask, advantages per "
                 f"{self.adv_shape}; old_logp and adv {const}; called {call}; global RNG seeded "
                 f"with {self.rng_seed} before every call")
-
-    def round(self, x: Tensor) -> Tensor:
-        """``x`` rounded to the loss dtype and back (float64): the values the loss will see."""
-        return x if self.dtype == torch.float64 else x.to(self.dtype).to(x.dtype)
 
 
 def seed_global_rngs(seed: int) -> None:

@@ -14,7 +14,7 @@ small readable one:
 * rollout log-probs (``rollout=True``, for losses that correct a training/rollout mismatch): a
   third policy ``rollout_logp`` whose log-ratio to ``old_logp`` is drawn like ``d``; the three
   log-probs are shifted together so the largest is the base (all stay <= 0, ratios exact);
-* ``round_to``: the values rounded to the loss dtype (``feed.Feed.round``), so the spec and the
+* ``round_to``: the values rounded to the loss dtype (``Layout.finish``), so the spec and the
   loss see the same numbers.
 
 ``evaluate(fn, batch)`` calls the loss and returns its value and ``w = -∂loss/∂logp``; any
