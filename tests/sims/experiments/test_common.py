@@ -30,3 +30,38 @@ def test_format_estimate_bounds_round_trip(value, half):
     lo, hi = rest.rstrip("]").split(", ")
     for shown, true in ((v, value), (lo, value - half), (hi, value + half)):
         assert math.isclose(float(shown), true, rel_tol=0, abs_tol=half / 5 + 1e-300)
+
+
+def test_published_agreement_is_the_interval_widened_by_the_printed_rounding():
+    from sims.experiments._common import Estimate, Published, agrees_with, rounding_of
+
+    assert rounding_of("1.7") == pytest.approx(0.05) and rounding_of("0.0025") == pytest.approx(5e-5)
+    assert rounding_of("20") == 0.5 and rounding_of("5e-11") == pytest.approx(5e-12)
+    # a Monte Carlo interval that misses the value (k3's std/KL at μ = 1 today) does not agree
+    miss = Published("k3", "s", "1.6950", Estimate(1.6767, 1.6640, 1.6893))
+    assert not miss.agrees and miss.tolerance == pytest.approx(5e-5)
+    # one whose interval, widened by the rounding, contains it does (the edge included)
+    assert Published("k3", "s", "1.7", Estimate(1.6767, 1.6640, 1.6893)).agrees  # 1.6893 + 0.05 ≥ 1.7
+    assert agrees_with(1.6950, Estimate(1.69, 1.68, 1.69498), 5e-5)
+    assert not agrees_with(1.6950, Estimate(1.69, 1.68, 1.69494), 5e-5)
+    # an exact entry agrees when equal within the rounding, not when off by more
+    assert Published("x", "s", "3.333", Estimate.exact(3.3332)).agrees
+    assert not Published("x", "s", "3.333", Estimate.exact(3.3322)).agrees
+    assert not Published("x", "s", "10.05", Estimate.exact(10.019)).agrees
+    # a stated resolution replaces the rounding (a value the source states exactly)
+    assert Published("z", "s", "0", Estimate.exact(1e-11), resolution=5e-11).agrees
+    assert not Published("z", "s", "0", Estimate.exact(1e-10), resolution=5e-11).agrees
+    d = Published("x", "s", "2.0", Estimate.exact(1.99997), "exact").as_dict()
+    assert d["published"] == 2.0 and d["tolerance"] == pytest.approx(0.05) and d["agrees"] and d["printed"] == "2.0"
+
+
+def test_every_quick_scale_published_entry_uses_the_rule():
+    from sims.experiments import difficulty, kl_estimators, survival
+
+    pub = difficulty._published(difficulty.Config.quick())
+    assert all(p.agrees for p in pub), [p.as_dict() for p in pub if not p.agrees]
+    assert any("K → ∞" in p.basis for p in pub)
+    for e, printed in ((0.2, "0.012"), (0.28, "0.0128")):
+        b = survival.clip_reach_bracket(e, 0.01)
+        assert b.low <= float(printed) <= b.high  # the bracket holds the boundary π_old(1+ε)
+    assert {p[3] for p in kl_estimators.PUBLISHED} >= {"1.6950", "0.0025"}
