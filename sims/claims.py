@@ -12,7 +12,7 @@ The verdict rule (``verdict_of``, the only place it is written), over a claim's 
 * no part is decided (every part undecided) → ``inconclusive``;
 * otherwise → ``partly``: the parts do not all agree and at least one is decided — some hold and
   some fail, or some are decided and some undecided. A ``partly`` summary names the parts that
-  fail and the parts that are undecided (the others hold).
+  fail and the parts that are undecided (the others hold; "none holds" when no part holds).
 
 No verdict is written by hand: feed an experiment other evidence and the verdict moves.
 
@@ -187,7 +187,7 @@ def _summary(v: str, parts) -> str:
     if v == "partly":
         named = ([f"fails: {'; '.join(failing)}"] if failing else []) + (
             [f"undecided: {'; '.join(undecided)}"] if undecided else [])
-        return "holds except — " + " — ".join(named)
+        return ("holds except — " if any(p.holds is True for p in parts) else "none holds — ") + " — ".join(named)
     return "undecided: " + "; ".join(undecided)
 
 

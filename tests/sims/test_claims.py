@@ -30,7 +30,9 @@ def test_every_claim_gets_a_verdict_with_evidence(tiny):
         d = c.as_dict()
         assert set(d) == {"id", "verdict", "summary", "evidence"} and d["evidence"]["parts"]
         if c.verdict == "partly":
-            assert any(p.holds is not True for p in c.parts) and "except" in c.summary
+            assert any(p.holds is not True for p in c.parts)
+            assert ("holds except" in c.summary) == any(p.holds is True for p in c.parts)
+            assert all(p.text in c.summary for p in c.parts if p.holds is not True)
 
 
 def _rule_by_cases(outcomes) -> str:
@@ -56,6 +58,8 @@ def test_verdict_rule_on_every_combination_of_one_to_three_parts():
             if v == "partly":  # names the failing and the undecided parts, never a holding one
                 for i, o in enumerate(outcomes):
                     assert (f"part {i}" in summary) == (o is not True), (outcomes, summary)
+                assert summary.startswith("holds except" if True in outcomes else "none holds"), summary
+                assert ("fails: " in summary) == (False in outcomes) and ("undecided: " in summary) == (None in outcomes)
     assert seen == set(claims.VERDICTS)
     t, f, u = (Part("x", v, "e") for v in (True, False, None))
     assert verdict([f, u]) == "partly" and verdict([t, u]) == "partly" and verdict([u, u]) == "inconclusive"
