@@ -18,10 +18,8 @@ import datetime as _dt
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -236,11 +234,15 @@ def render_markdown(results: dict[str, Result], ledger: list[ClaimVerdict], pubs
         out += ["", "Figures: " + _figure_links(c.figures, all_captions), ""]
     n_agree = sum(p["agrees"] for p in pubs)
     out += ["## Published results reproduced", "",
-            f"{n_agree} of {len(pubs)} agree (|ours − published| ≤ tolerance, or the published value lies in our interval).", "",
-            _md_table([{"result": p["name"], "published": f"{p['published']:.6g}",
-                        "ours": Estimate(p["ours"], p["low"], p["high"]), "tolerance": f"{p['tolerance']:.2g}",
-                        "agrees": "yes" if p["agrees"] else "**no**", "source": p["source"]} for p in pubs],
-                      ["result", "published", "ours", "tolerance", "agrees", "source"]), ""]
+            f"{n_agree} of {len(pubs)} agree. A reproduction agrees when our interval, widened on each side by the "
+            "published value's rounding (half a unit in its last printed digit: the rounding column), contains the "
+            "published value; an exact reproduction agrees when it equals the value within that rounding. No other "
+            "tolerance is used.", "",
+            _md_table([{"result": p["name"], "published": p.get("printed", f"{p['published']:.6g}"),
+                        "ours": Estimate(p["ours"], p["low"], p["high"]), "rounding": f"{p['tolerance']:.2g}",
+                        "agrees": "yes" if p["agrees"] else "**no**", "basis": p.get("basis", ""),
+                        "source": p["source"]} for p in pubs],
+                      ["result", "published", "ours", "rounding", "agrees", "basis", "source"]), ""]
     out += ["## Experiments", ""]
     number = 0
     for name, res in results.items():
