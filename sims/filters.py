@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch  # noqa: F401  (the doctests use it)
 from torch import Tensor
 
 from sims._checks import check_float_tensor, require, require_finite_number
