@@ -119,8 +119,9 @@ class Feed:
         """True when the loss takes at least one global normaliser."""
         return any(n in self.names for n in NORMALISERS)
 
-    def describe(self) -> str:
-        """One line for the card: how the loss was fed."""
+    def describe(self, constants: str = "old_logp and adv") -> str:
+        """One line for the card: how the loss was fed (``constants``: how its constant inputs are
+        named; a KL penalty's is ``ref_logp``)."""
         core = ("logp", "old_logp", "adv", "mask")
         by_name = ", ".join(f"{k} -> {v or '(not taken)'}" for k, v in self.names.items())
         if any(k in self.names for k in core):
@@ -130,7 +131,7 @@ class Feed:
         const = ("with requires_grad (strict)" if self.strict_constants
                  else "without requires_grad (as trainers pass them)")
         return (f"{str(self.dtype).replace('torch.', '')} inputs, {self.mask_dtype} mask, advantages per "
-                f"{self.adv_shape}; old_logp and adv {const}; called {call}; global RNG seeded "
+                f"{self.adv_shape}; {constants} {const}; called {call}; global RNG seeded "
                 f"with {self.rng_seed} before every call")
 
 
@@ -181,12 +182,12 @@ def aliases_for(spec: Any) -> dict[str, tuple[str, ...]]:
 
 
 def resolve_names(fn: Callable[..., Any], explicit: Mapping[str, str] | None = None, *,
-                  penalty: bool = False, aliases: Mapping[str, tuple[str, ...]] | None = None) -> dict[str, str]:
+                  aliases: Mapping[str, tuple[str, ...]] = ALIASES) -> dict[str, str]:
     """pgverify input -> the loss's parameter name.
 
     Explicit entries (``--arg logp=NAME``) win; otherwise each input is looked up among the loss's
-    parameter names by ``ALIASES`` (with ``penalty``, a KL term: ``PENALTY_ALIASES``, the reference
-    policy second and the sampling policy third); a loss with log-probs, a second log-prob and a mask but no
+    parameter names by ``aliases`` (default ``ALIASES``; ``aliases_for(spec)`` gives a spec's table:
+    for a KL term the reference policy second and the sampling policy third); a loss with log-probs, a second log-prob and a mask but no
     advantages (a KL penalty) gets no advantages (``NOT_TAKEN``). When the loss's first four
     parameters are pgverify's own names, or nothing matches, inputs are passed positionally (an empty mapping for
     the four
@@ -213,8 +214,7 @@ def resolve_names(fn: Callable[..., Any], explicit: Mapping[str, str] | None = N
                              f"allowed: {', '.join(params)}")
     lowered = {p.lower(): p for p in params}
     found = dict(explicit)
-    table = aliases if aliases is not None else (ALIASES | PENALTY_ALIASES if penalty else ALIASES)
-    for key, names in table.items():
+    for key, names in aliases.items():
         if key in found:
             continue
         for alias in names:

@@ -27,7 +27,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -39,6 +38,7 @@ from policies.perturb import perturb
 from policies.tabular import TabularPolicy
 from policies.tasks import TokenCount
 from sims.cache import default_cache_dir
+from sims.outputs import write_json_atomic
 from sims.check.inputs import DTYPE, Batch, VariantError, evaluate
 from sims.check.result import CheckResult
 from sims.check.specs import Spec, make_spec
@@ -175,23 +175,12 @@ class ProfileCache:
             return
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            path = self.directory / f"profile-{self.key(cfg)}.json"
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".profile-", suffix=".json")
-            with os.fdopen(fd, "w") as fh:
-                json.dump(list(rows), fh)
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, path)
+            write_json_atomic(self.directory / f"profile-{self.key(cfg)}.json", list(rows))
             old = sorted(self.directory.glob("profile-*.json"), key=lambda f: f.stat().st_mtime)[:-KEEP]
             for stale in old:  # earlier code versions' tables: keep the newest KEEP
                 stale.unlink(missing_ok=True)
         except OSError:
             return
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _constant(name: str) -> float:

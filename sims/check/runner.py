@@ -181,8 +181,7 @@ def run_checks(fn: Callable[..., Any], *, target: str = "<callable>", spec: Spec
     settings = {"group_size": layout.group_size, "max_groups": layout.max_groups, "max_width": layout.max_width,
                 "examples": examples, "seed": seed, "rtol": rtol, "property_rtol": prop,
                 "kinds": [k for k in KINDS if k in kinds],
-                "feed": feed.describe().replace("old_logp and adv", "ref_logp") if layout.labels[0] == "ref_logp"
-                else feed.describe(),
+                "feed": feed.describe("ref_logp" if layout.labels[0] == "ref_logp" else "old_logp and adv"),
                 "dtype": str(feed.dtype).replace("torch.", ""), "mask_dtype": feed.mask_dtype,
                 "adv_shape": feed.adv_shape, "strict_constants": feed.strict_constants,
                 "arguments": dict(feed.names), "rollout": layout.rollout, "versions": _versions()}

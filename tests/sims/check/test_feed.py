@@ -279,7 +279,7 @@ def trl_kl_coef_detached(per_token_logps, ref_per_token_logps, old_per_token_log
 
 def test_an_is_corrected_kl_gets_the_sampling_policy_as_its_third_tensor():
     spec = make_spec("kl", {"agg": "seq-mean-token-mean", "is_correction": True}, group_size=2)
-    names = resolve_names(trl_is_corrected_kl, penalty=True)
+    names = resolve_names(trl_is_corrected_kl, aliases=aliases_for(make_spec("kl")))
     assert names["old_logp"] == "ref_per_token_logps" and names["rollout_logp"] == "old_per_token_logps"
     good = run_checks(trl_is_corrected_kl, spec=spec, kinds=("contract", "spec", "property"), **FAST)
     assert good.passed, good.card()
@@ -291,7 +291,7 @@ def test_an_is_corrected_kl_gets_the_sampling_policy_as_its_third_tensor():
 def test_a_penalty_region_map_is_over_pi_over_pi_ref_without_advantage_signs():
     spec = make_spec("kl", group_size=2)
     report = run_checks(k3_float32, spec=spec, kinds=("contract", "spec"), feed=Feed(
-        dtype=torch.float32, names=resolve_names(k3_float32, penalty=True)), **FAST)
+        dtype=torch.float32, names=resolve_names(k3_float32, aliases=aliases_for(spec))), **FAST)
     regions = report.result("spec: zero-weight regions and ratio bounds equal kl's").detail
     assert "π/π_ref" in regions and "A > 0" not in regions and "A < 0" not in regions and "w/A" not in regions
 

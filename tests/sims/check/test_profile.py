@@ -62,7 +62,7 @@ def test_the_registry_rows_are_computed_once_and_then_read_from_the_disk_cache(t
     assert cache.get(cfg) is None
     first = profile.registry_rows(cfg, cache)
     files = list((tmp_path / "cache").glob("profile-*.json"))
-    assert len(files) == 1 and not list((tmp_path / "cache").glob(".profile-*"))  # renamed into place
+    assert len(files) == 1 and not list((tmp_path / "cache").glob(".*"))  # renamed into place
 
     def must_not_run(_cfg):
         raise AssertionError("recomputed although cached")
