@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import sys
 from typing import Any, Callable, Sequence
@@ -27,6 +28,12 @@ from sims import outputs
 # tests/sims/test_cli.py asserts it equals sims.check.specs.SPEC_NAMES.
 CHECK_SPEC_NAMES = ("reinforce", "seq_is", "ppo_clip", "gspo", "gspo_token", "gmpo", "cispo", "sapo", "sgs_cispo",
                     "dro", "dppo_tv", "dppo_kl", "kl_cov", "clip_cov", "ppo_clip_rollout_is", "kl")
+
+
+# Subcommands that live in their own room: each module defines ``add_parser(sub)``, which adds its
+# subparser and sets ``func``. Such a module imports nothing heavy at import time (``--help`` stays
+# fast); its command imports torch and the rest inside ``func``.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _version() -> str:
@@ -456,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_check.add_argument("-v", "--verbose", action="store_true",
                          help="print each step to stderr, and every check's full evidence")
     p_check.set_defaults(func=_cmd_check)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
     return parser
 
 
