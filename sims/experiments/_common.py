@@ -13,6 +13,7 @@ Statistics are small pure functions over scipy.stats; every interval states its 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -32,11 +33,16 @@ MC_BATCHES = 20  # batch means behind every Monte Carlo interval (MCConfig.n_bat
 
 @dataclass(frozen=True)
 class Estimate:
-    """A number with a two-sided interval at ``LEVEL`` (``low == high == value`` when exact)."""
+    """A number with a two-sided interval at ``LEVEL`` (``low == high == value`` when exact).
+
+    ``halves``: the same statistic on each of two independent halves of the samples (or seeds)
+    behind it, where the producer has them (``mean_interval`` does); the claims ledger re-decides
+    every claim on each half to report whether a verdict is stable (``sims.claims.robustness``)."""
 
     value: float
     low: float
     high: float
+    halves: "tuple[Estimate, Estimate] | None" = field(default=None, compare=False, repr=False)
 
     @classmethod
     def exact(cls, value: float) -> "Estimate":
@@ -137,17 +143,22 @@ class Result:
     published: list[Published] = field(default_factory=list)
 
 
-def mean_interval(x, level: float = LEVEL) -> Estimate:
-    """Mean with a Student-t interval over independent values ``x`` (n >= 2)."""
+def mean_interval(x, level: float = LEVEL, *, halves: bool = True) -> Estimate:
+    """Mean with a Student-t interval over independent values ``x`` (n >= 2); with n >= 4 its
+    ``halves`` are the same interval over the first and the second half of ``x``."""
     x = np.asarray(x, dtype=np.float64)
     if x.size < 2:
         raise ValueError(f"mean_interval needs >= 2 values, got {x.size}")
     m = float(x.mean())
     se = float(x.std(ddof=1) / math.sqrt(x.size))
+    split = None
+    if halves and x.size >= 4:
+        h = x.size // 2
+        split = (mean_interval(x[:h], level, halves=False), mean_interval(x[h:], level, halves=False))
     if se == 0.0:
-        return Estimate(m, m, m)
+        return Estimate(m, m, m, split)
     lo, hi = stats.t.interval(level, x.size - 1, loc=m, scale=se)
-    return Estimate(m, float(lo), float(hi))
+    return Estimate(m, float(lo), float(hi), split)
 
 
 def normal_interval(value: float, se: float, level: float = LEVEL) -> Estimate:
@@ -156,15 +167,21 @@ def normal_interval(value: float, se: float, level: float = LEVEL) -> Estimate:
     return Estimate(float(value), float(value - z * se), float(value + z * se))
 
 
-def variance_interval(x, level: float = LEVEL) -> Estimate:
+def variance_interval(x, level: float = LEVEL, *, halves: bool = True) -> Estimate:
     """Sample variance of ``x`` with a large-sample interval from the delta method: the standard
-    error of s² is sqrt((m4 - s⁴)/n), valid without normality (heavy tails widen it)."""
+    error of s² is sqrt((m4 - s⁴)/n), valid without normality (heavy tails widen it). With n >= 8
+    its ``halves`` are the same interval over each half of ``x``."""
     x = np.asarray(x, dtype=np.float64)
     n = x.size
     d = x - x.mean()
     s2 = float(d @ d / (n - 1))
     m4 = float(np.mean(d ** 4))
-    return normal_interval(s2, math.sqrt(max(m4 - s2 * s2, 0.0) / n), level)
+    e = normal_interval(s2, math.sqrt(max(m4 - s2 * s2, 0.0) / n), level)
+    if halves and n >= 8:
+        h = n // 2
+        e = dataclasses.replace(e, halves=(variance_interval(x[:h], level, halves=False),
+                                           variance_interval(x[h:], level, halves=False)))
+    return e
 
 
 def check_replicas(n_replicas: Any) -> None:
