@@ -33,7 +33,7 @@ CHECK_SPEC_NAMES = ("reinforce", "seq_is", "ppo_clip", "gspo", "gspo_token", "gm
 # Subcommands that live in their own room: each module defines ``add_parser(sub)``, which adds its
 # subparser and sets ``func``. Such a module imports nothing heavy at import time (``--help`` stays
 # fast); its command imports torch and the rest inside ``func``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("sims.derive", "sims.compare", "sims.sweeps.cli")
 
 
 def _version() -> str:
@@ -311,9 +311,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
         spec_params = parse_assignments("--spec-param", args.spec_param, dotted=True)
         params = parse_assignments("--param", args.param, dotted=True)
         names = {k: str(v) for k, v in parse_assignments("--arg", args.arg).items()}
-        if spec_params and args.spec is None:
+        if spec_params and args.spec is None and args.theory is None:
             raise UsageError("--spec-param needs --spec NAME; allowed: --spec NAME --spec-param FIELD=VALUE")
-        spec = None if args.spec is None else make_spec(args.spec, spec_params, group_size=args.group_size)
+        if args.theory is not None and args.spec is not None:
+            raise UsageError("--theory and --spec are both given; allowed: one spec (a registry name or your derivation)")
+        if args.theory is not None:
+            from sims.variants import theory_spec
+
+            spec = theory_spec(args.theory, spec_params, group_size=args.group_size)
+        else:
+            spec = None if args.spec is None else make_spec(args.spec, spec_params, group_size=args.group_size)
         raw = load_target(args.target)
         fn = bind_params(raw, params, parse_factories(args.factory))
         feed = Feed(dtype=DTYPES[args.dtype], mask_dtype=args.mask_dtype, adv_shape=args.adv_shape,
@@ -424,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "'kl' for a KL penalty term, or OBJECTIVE+kl for an "
                                                         "objective plus a KL penalty; one of: "
                                                         + ", ".join(CHECK_SPEC_NAMES) + ", or OBJECTIVE+kl")
+    p_check.add_argument("--theory", metavar="FILE.py:FUNCTION",
+                         help="use your derivation losses(seq, params) (theory.api) as the spec: its settings and "
+                              "agg (default token-mean) via --spec-param")
     p_check.add_argument("--spec-param", action="append", metavar="NAME=VALUE",
                          help="a field of the spec's config, e.g. eps_high=0.28 (repeatable); with OBJECTIVE+kl, "
                               "kl.coef=BETA (required), kl.estimator, kl.agg, kl.reference=third|old")

@@ -11,15 +11,31 @@ The loss under test is ``fn(logp, old_logp, adv, mask) -> loss | (loss, diagnost
   weight is zero, exact bias and variance next to the registry's objectives.
 
 ``run_checks`` runs them and returns a ``CheckReport``; ``assert_matches_spec`` / ``assert_passes``
-and the pytest fixture ``pgverify_check`` put the same checks in a test suite.
+and the pytest fixture ``pgverify_check`` put the same checks in a test suite; ``check_objective``
+(``battery``) runs the registry's theory ↔ torch battery on any objective, a plugin's included.
 """
 
-from sims.check.api import assert_matches_spec, assert_passes, check
-from sims.check.inputs import Layout
-from sims.check.result import CheckResult
-from sims.check.runner import CheckReport, run_checks
-from sims.check.specs import SPEC_NAMES, make_spec
-from sims.check.target import UsageError, bind_params, load_target
+import importlib
+from typing import Any
 
-__all__ = ["check", "assert_matches_spec", "assert_passes", "run_checks", "CheckReport", "CheckResult",
-           "Layout", "make_spec", "SPEC_NAMES", "load_target", "bind_params", "UsageError"]
+# Lazy (PEP 562): ``sims.check.target`` (a light module) can be imported without the checkers,
+# which import the report, matplotlib and the profile (seconds); the names below load on first use.
+_EXPORTS = {
+    "check": "sims.check.api", "assert_matches_spec": "sims.check.api", "assert_passes": "sims.check.api",
+    "run_checks": "sims.check.runner", "CheckReport": "sims.check.runner", "CheckResult": "sims.check.result",
+    "Layout": "sims.check.inputs", "make_spec": "sims.check.specs", "SPEC_NAMES": "sims.check.specs",
+    "load_target": "sims.check.target", "bind_params": "sims.check.target", "UsageError": "sims.check.target",
+    "check_objective": "sims.check.battery", "BatteryReport": "sims.check.battery",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'sims.check' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

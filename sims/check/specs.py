@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from torch import Tensor
 
@@ -68,6 +68,9 @@ class Spec:
         config: its frozen config (the registry default updated by the spec parameters).
         advantage_level: ``"token"`` (A may vary within a sequence), ``"sequence"`` (the spec uses
             the per-sequence mean advantage) or ``"none"`` (a penalty that ignores A).
+        weights: for a user's derivation (``--theory``, ``sims.variants.theory_spec``),
+            ``fn(logp, old_logp, adv, mask, config) -> w [B, T]``, the derived weights; the spec's
+            loss is then the surrogate ``−Σ sg(w)·logp``, whose weights are exactly ``w``.
     """
 
     name: str
@@ -76,6 +79,7 @@ class Spec:
     inputs: tuple[str, ...] = ()
     exempt: tuple[tuple[str, str], ...] = ()
     penalty: Penalty | None = None
+    weights: Callable[..., Tensor] | None = None
 
     @property
     def is_penalty(self) -> bool:
@@ -107,6 +111,8 @@ class Spec:
              rollout_logp: Tensor | None = None) -> Tensor:
         """The spec's loss on a batch (the user-variant signature; ``rollout_logp`` defaults to
         ``old_logp``, no training/rollout mismatch, when the spec reads it)."""
+        if self.weights is not None:
+            return -(self.weights(logp, old_logp, adv, mask, self.config) * logp).sum()
         if self.name == KL_SPEC:  # the second input is the reference; the third, if any, the sampling policy
             # no third policy in the batch: it is the second, as the feed does for the loss under test
             sampling = {"old_logp": old_logp if rollout_logp is None else rollout_logp} \
@@ -176,8 +182,8 @@ def make_spec(name: str, params: Mapping[str, Any] | None = None, *, group_size:
         inputs = tuple(dict.fromkeys(spec.inputs + (("rollout_logp",) if penalty.reference == "third" else ())))
         exempt = dict(spec.exempt) | {p: f"the KL penalty of {name!r} does not scale with A" for p in _ADVANTAGE_FREE}
         return dataclasses.replace(spec, name=name, inputs=inputs, exempt=tuple(exempt.items()), penalty=penalty)
-    if name not in SPEC_NAMES:
-        raise UsageError(f"--spec {name!r} is unknown; allowed: {', '.join(SPEC_NAMES)}, or OBJECTIVE+kl "
+    if name not in OBJECTIVES and name != KL_SPEC:  # OBJECTIVES, not SPEC_NAMES: plugins loaded later count
+        raise UsageError(f"--spec {name!r} is unknown; allowed: {', '.join((*OBJECTIVES, KL_SPEC))}, or OBJECTIVE+kl "
                          "(an objective plus a KL penalty)")
     cls = _config_cls(name)
     fields = [f.name for f in dataclasses.fields(cls)]
