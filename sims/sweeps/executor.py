@@ -1,0 +1,188 @@
+"""The executor seam: run ``fn`` over items on a local process pool or a Ray cluster.
+
+One small interface, ``Executor.map_unordered(fn, items)``, yields ``(index, fn(items[index]))`` as
+each call finishes, in whatever order they finish; the caller stores each result at once. ``fn``
+must be a module-level function (it is pickled by name) that returns its failures instead of
+raising (``sims.sweeps.cells.run_cell_safely``); an exception that escapes it anyway — a crashed
+worker process, a Ray task that failed after its retries — is yielded as ``TaskError``. Anything
+that runs independent pure cells can sit on it (a ``pgverify report`` experiment's cells too).
+
+* ``LocalExecutor(workers)``: with one worker, the calls run in this process one after the other;
+  with more, a ``concurrent.futures.ProcessPoolExecutor`` of ``forkserver`` processes (started from a
+  clean server process, never forked from a threaded parent) that ignore SIGINT, so Ctrl-C reaches
+  only this process, which stops the pool.
+* ``RayExecutor(address, workers, device)``: ``ray.init(address=ADDR)`` joins a running cluster;
+  without an address a local Ray instance with ``workers`` CPUs is started (and stopped at the end).
+  Each call is a Ray task with ``num_cpus=1`` (``num_gpus=1`` with a CUDA device) and
+  ``max_retries=RAY_RETRIES`` retries when its worker dies. Every node needs pgverify installed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "RAY_RETRIES",
+    "Executor",
+    "LocalExecutor",
+    "RayExecutor",
+    "TaskError",
+    "check_ray_address",
+    "default_workers",
+]
+
+RAY_RETRIES = 3
+PRELOAD = ["sims.sweeps.cells", "torch", "sims.engines.montecarlo", "sims.engines.exact"]
+
+
+def default_workers() -> int:
+    """The number of CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class TaskError:
+    """A call that did not return: the error and its traceback text."""
+
+    error: str
+    traceback: str = ""
+
+
+class Executor:
+    """Runs independent calls; ``name`` and ``workers`` go into the provenance."""
+
+    name = "executor"
+    workers = 1
+
+    def map_unordered(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop whatever is still running (called on normal end and on interruption)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class LocalExecutor(Executor):
+    """In this process (one worker) or a forkserver process pool (several)."""
+
+    name = "local"
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool = None
+        self._unfinished = False
+
+    def map_unordered(self, fn, items):
+        if self.workers == 1:
+            for i, item in enumerate(items):
+                yield i, fn(item)
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(PRELOAD)
+        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_ignore_sigint)
+        futures = {self._pool.submit(fn, item): i for i, item in enumerate(items)}
+        self._unfinished = True
+        for future in as_completed(futures):
+            try:
+                yield futures[future], future.result()
+            except Exception as exc:  # noqa: BLE001 (a worker died: BrokenProcessPool; or unpicklable)
+                yield futures[future], TaskError(f"{type(exc).__name__}: {exc}")
+        self._unfinished = False
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if not self._unfinished:
+            pool.shutdown(wait=True)
+            return
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        # running calls are not cancelled by shutdown; end the workers now (their cells are not stored)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        pool.shutdown(wait=True)
+
+
+def check_ray_address(address: str, timeout: float = 5.0) -> str | None:
+    """A message saying why ``address`` (``host:port``, ``ray://host:port`` or ``auto``) cannot be
+    reached, or None. ``auto`` is left to ``ray.init``; otherwise a TCP connection is tried."""
+    if address == "auto":
+        return None
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return f"--address {address!r} is not host:port; allowed: HOST:PORT, ray://HOST:PORT or auto"
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return None
+    except OSError as exc:
+        return (f"--address {address!r} cannot be reached ({exc}); allowed: the address of a running Ray cluster's "
+                "head (HOST:PORT, ray://HOST:PORT or auto), or no --address for a local Ray instance")
+
+
+class RayExecutor(Executor):
+    """Ray tasks on a cluster (``address``) or on a local instance of ``workers`` CPUs."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None, workers: int | None, device: str = "cpu") -> None:
+        import logging
+
+        import ray
+
+        self._ray = ray
+        kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+        if address is None:
+            ray.init(num_cpus=workers, **kw)
+        else:
+            ray.init(address=address, **kw)
+        resources = ray.cluster_resources()
+        self.workers = int(resources.get("CPU", 0))
+        self.gpus = int(resources.get("GPU", 0))
+        self.address = address
+        self._options = {"num_cpus": 1, "max_retries": RAY_RETRIES}
+        if device.startswith("cuda"):
+            self._options["num_gpus"] = 1
+        self._pending: list = []
+
+    def map_unordered(self, fn, items):
+        ray = self._ray
+        remote = ray.remote(fn).options(**self._options)
+        refs = {remote.remote(item): i for i, item in enumerate(items)}
+        self._pending = list(refs)
+        while self._pending:
+            done, self._pending = ray.wait(self._pending, num_returns=1)
+            ref = done[0]
+            try:
+                yield refs[ref], ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 (the task failed after its retries: worker died, node lost)
+                yield refs[ref], TaskError(f"{type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        ray = self._ray
+        for ref in self._pending:
+            ray.cancel(ref, force=True)
+        self._pending = []
+        ray.shutdown()
