@@ -27,7 +27,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sims.claims import ClaimVerdict, decide, part_finding, published
+from sims.claims import ClaimVerdict, ledger_rows, method_markdown, part_finding, published
+from sims.claims import ledger as decide_ledger
 from sims.experiments import EXPERIMENTS, config_for
 from sims.experiments._common import LEVEL, Estimate, Result
 from sims.experiments._plotting import write
@@ -197,10 +198,18 @@ def _figure_links(stems: tuple[str, ...], captions: dict[str, str]) -> str:
     return ", ".join(f"[{f}]({f})" for f in dict.fromkeys(files)) or ", ".join(f"[{f}]({f})" for f in stems)
 
 
+def _robust_cell(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return ""
+    return "stable" if r["status"] == "stable" else "fragile: " + "; ".join(r["flips"])
+
+
 def render_markdown(results: dict[str, Result], ledger: list[ClaimVerdict], pubs: list[dict], prov: dict,
-                    captions: dict[str, dict[str, str]] | None = None) -> str:
+                    captions: dict[str, dict[str, str]] | None = None,
+                    robust: dict[str, dict[str, Any]] | None = None) -> str:
     """REPORT.md's text; ``captions`` maps an experiment to {figure file: caption} (every figure
-    the report directory holds)."""
+    the report directory holds); ``robust`` the ledger's robustness records (rule 12)."""
+    robust = robust or {}
     captions = captions or {name: {f"{name}.png": ""} for name in results}
     all_captions = {f: c for caps in captions.values() for f, c in caps.items()}
     out = [
@@ -212,16 +221,22 @@ def render_markdown(results: dict[str, Result], ledger: list[ClaimVerdict], pubs
         "confidence intervals, written value [low, high]; exact numbers come from enumeration and carry none. "
         "Provenance: [provenance.json](provenance.json); the ledger as JSON: [claims.json](claims.json).",
         "",
+        "## Method",
+        "",
+        method_markdown(),
+        "",
         "## Claims ledger",
         "",
-        "Verdicts follow from the parts (sims/claims.py): all parts hold → holds; some fail → partly; "
-        "all fail → fails; none fails but some are undecided → inconclusive. A part is undecided when its "
-        "interval straddles the decision boundary (for a difference: covers 0), so the evidence cannot "
-        "separate the cases. The finding names the parts that fail or are undecided, with the leading "
-        "evidence; every part's full evidence follows below.",
+        "Verdicts follow from the parts (sims/claims.py, rule 10): every part holds → holds; every part fails → "
+        "fails; every part undecided → inconclusive; otherwise partly. A part is undecided when its interval "
+        "straddles the minimal effect δ, when no setup resolves δ, or (at quick scale) when only the full sweep can "
+        "decide it. Robustness (rule 12): each verdict re-decided with every δ halved and doubled and on each "
+        "independent half of the samples and seeds; stable when nothing flips it. The finding names the parts that "
+        "fail or are undecided, with the leading evidence; every part's full evidence follows below.",
         "",
-        _md_table([{"id": c.id, "claim": c.claim, "verdict": f"**{c.verdict}**", "finding": c.finding}
-                   for c in ledger], ["id", "claim", "verdict", "finding"]),
+        _md_table([{"id": c.id, "claim": c.claim, "verdict": f"**{c.verdict}**",
+                    "robustness": _robust_cell(robust.get(c.id)), "finding": c.finding}
+                   for c in ledger], ["id", "claim", "verdict", "robustness", "finding"]),
         "",
     ]
     for c in ledger:
@@ -233,14 +248,18 @@ def render_markdown(results: dict[str, Result], ledger: list[ClaimVerdict], pubs
             out.append(f"- **{_MARK[p.holds]}** — {words}. Evidence: {p.evidence}.{note}")
         out += ["", "Figures: " + _figure_links(c.figures, all_captions), ""]
     n_agree = sum(p["agrees"] for p in pubs)
+    n_unres = sum(p.get("agreement") == "unresolved" for p in pubs)
+    n_dis = len(pubs) - n_agree - n_unres
     out += ["## Published results reproduced", "",
-            f"{n_agree} of {len(pubs)} agree. A reproduction agrees when our interval, widened on each side by the "
+            f"{n_agree} of {len(pubs)} agree, {n_dis} disagree, {n_unres} unresolved. A reproduction agrees when our interval, widened on each side by the "
             "published value's rounding (half a unit in its last printed digit: the rounding column), contains the "
             "published value; an exact reproduction agrees when it equals the value within that rounding. No other "
-            "tolerance is used.", "",
+            "tolerance is used. A Monte Carlo interval wider than ±10% of the value (RESOLVES) cannot reproduce it and "
+            "is marked unresolved, never agreeing.", "",
             _md_table([{"result": p["name"], "published": p.get("printed", f"{p['published']:.6g}"),
                         "ours": Estimate(p["ours"], p["low"], p["high"]), "rounding": f"{p['tolerance']:.2g}",
-                        "agrees": "yes" if p["agrees"] else "**no**", "basis": p.get("basis", ""),
+                        "agrees": {"agrees": "yes", "disagrees": "**no**", "unresolved": "**unresolved**"}[
+                            p.get("agreement", "agrees" if p["agrees"] else "disagrees")], "basis": p.get("basis", ""),
                         "source": p["source"]} for p in pubs],
                       ["result", "published", "ours", "rounding", "agrees", "basis", "source"]), ""]
     out += ["## Experiments", ""]
@@ -277,7 +296,7 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, Result], *, scal
     from sims.outputs import atomic_dir, check_report_dir
 
     check_report_dir("--out", out_dir)
-    ledger = decide(results)
+    ledger, robust = decide_ledger(results, scale)
     pubs = published(results)
     prov = provenance(scale, seed, device, results, seconds)
     with atomic_dir(out_dir) as tmp:
@@ -285,9 +304,9 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, Result], *, scal
         for name, res in results.items():
             res.table.to_csv(tmp / f"{name}.csv", index=False)
             captions[name] = write_figures(name, res, tmp)
-        (tmp / "claims.json").write_text(json.dumps([jsonable(c.as_dict()) for c in ledger], indent=1, ensure_ascii=False))
+        (tmp / "claims.json").write_text(json.dumps(jsonable(ledger_rows(ledger, robust)), indent=1, ensure_ascii=False))
         (tmp / "published.json").write_text(json.dumps(jsonable(pubs), indent=1, ensure_ascii=False))
-        (tmp / "REPORT.md").write_text(render_markdown(results, ledger, pubs, prov, captions))
+        (tmp / "REPORT.md").write_text(render_markdown(results, ledger, pubs, prov, captions, robust))
         (tmp / "provenance.json").write_text(json.dumps(prov, indent=1, ensure_ascii=False))  # last: the marker
         if before_swap is not None:
             before_swap(tmp)

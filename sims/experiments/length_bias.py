@@ -37,7 +37,8 @@ from sims.advantages import NoConfig, StdConfig
 from sims.algorithms import ALGORITHMS, algorithm_loss
 from sims.engines.exact import exact_group_estimator_mean, exact_objective
 from sims.experiments._common import Estimate, Published, Result, check_replicas, mc_config, normal_interval, seeded
-from sims.experiments._plotting import MARKERS, PALETTE, Figure, fmt, join, legend_outside, new_figure, plot_to, style
+from sims.experiments._plotting import (MARKERS, PALETTE, Figure, fmt, join, legend_outside, line_kw, new_figure,
+                                        plot_to, style)
 from sims.engines.montecarlo import mc_gradient
 from sims.objectives import PpoClipConfig, ppo_clip
 
@@ -48,7 +49,14 @@ TITLE = "Length bias of the aggregations (reward independent of length)"
 _C, _W, _X, _EOS = 0, 1, 2, 3
 EXACT_ZERO = 1e-12  # a published "exactly 0" agrees with an exact computation within float64 rounding of O(1) terms
 TOY = ((True, True), (True, False), (False, True), (False, False))
-TOY_ALGORITHMS = ("grpo", "grpo_no_std", "drgrpo", "dapo")
+TOY_ALGORITHMS = ("grpo", "grpo_no_std", "drgrpo", "dapo", "sgs_cispo")
+DECISION_G = 16
+"""The group size at which the ledger decides "token-level normalisation removes the length bias":
+DAPO's own (Yu et al. 2025, arXiv:2503.14476, §5: 16 responses per prompt). DAPO's residual
+effect on the toy is a finite-sample effect of the ratio normaliser 1/Σ|o_i| and shrinks about
+like 1/G, so the decision point is the group size the method is proposed with, and the G trend
+is shown beside it."""
+SGS_P_MODES = ("sequence", "token", "geometric")  # SGS-CISPO's confidence P: every way S can see the length
 
 
 def toy_algorithm(name: str):
@@ -64,7 +72,8 @@ class Config:
     """Attributes:
         q: P(first token is C) in the toy.
         p_stop: (p_C, p_W), the stop probabilities.
-        group_sizes: finite G values enumerated exactly.
+        group_sizes: finite G values enumerated exactly (must include ``DECISION_G``).
+        batch_groups: numbers of groups (of G = 2) sharing one batch-level normaliser (``token-mean``).
         horizon, vocab: T and V of the larger policy (EOS = V − 1).
         stop: its per-row EOS probability.
         group_size: K of the larger policy's groups.
@@ -73,7 +82,8 @@ class Config:
 
     q: float = 0.3
     p_stop: tuple[float, float] = (0.5, 0.5)
-    group_sizes: tuple[int, ...] = (2, 4, 6)
+    group_sizes: tuple[int, ...] = (2, 4, 8, DECISION_G)
+    batch_groups: tuple[int, ...] = (1, 2)
     horizon: int = 6
     vocab: int = 4
     stop: float = 0.3
@@ -84,21 +94,23 @@ class Config:
         require(0 < self.q < 1, "q", self.q, "0 < q < 1")
         require(all(0 < p < 1 for p in self.p_stop) and len(self.p_stop) == 2, "p_stop", self.p_stop,
                 "two probabilities in (0, 1)")
-        require(all(isinstance(g, int) and 2 <= g <= 8 for g in self.group_sizes), "group_sizes",
-                self.group_sizes, "ints in [2, 8] (4^G groups are enumerated)")
+        require(all(isinstance(g, int) and 2 <= g <= 32 for g in self.group_sizes), "group_sizes",
+                self.group_sizes, "ints in [2, 32] (C(G + 3, 3) compositions are enumerated)")
+        require(all(isinstance(b, int) and 1 <= b <= 3 for b in self.batch_groups) and len(self.batch_groups) >= 1,
+                "batch_groups", self.batch_groups, "ints in [1, 3] (10^B batch compositions are enumerated)")
         check_replicas(self.n_replicas)
 
     @classmethod
     def quick(cls) -> "Config":
-        return cls(group_sizes=(2, 4), n_replicas=4_000)
+        return cls(group_sizes=(2, 4, DECISION_G), n_replicas=4_000)
 
     @classmethod
     def full(cls) -> "Config":
-        return cls(group_sizes=(2, 4, 6, 8), n_replicas=100_000)
+        return cls(group_sizes=(2, 4, 8, DECISION_G, 32), batch_groups=(1, 2, 3), n_replicas=100_000)
 
     @classmethod
     def tiny(cls) -> "Config":
-        return cls(group_sizes=(2,), horizon=3, n_replicas=200)
+        return cls(group_sizes=(2,), batch_groups=(1,), horizon=3, n_replicas=200)
 
 
 def toy_tensors(q: float, p_c: float, p_w: float):
@@ -119,24 +131,88 @@ def toy_tensors(q: float, p_c: float, p_w: float):
     return logp, mask, reward, logp.sum(-1).exp(), score
 
 
-def toy_group_update(algorithm_name: str, g: int, q: float, p_c: float, p_w: float) -> np.ndarray:
-    """Exact E[ĝ] in (q, p_C, p_W) for groups of ``g`` responses, through ``algorithm_loss``."""
-    logp1, mask1, reward1, prob1, score1 = toy_tensors(q, p_c, p_w)
-    combos = torch.tensor(list(itertools.product(range(4), repeat=g)))  # (4^g, g)
-    idx = combos.reshape(-1)
-    logp = logp1[idx].clone().requires_grad_(True)
-    rewards = reward1[combos]
+def compositions(g: int, kinds: int = len(TOY)) -> np.ndarray:
+    """Every vector of ``kinds`` non-negative counts summing to ``g`` (C(g + kinds − 1, kinds − 1) rows)."""
+    out = [c for c in itertools.product(range(g + 1), repeat=kinds - 1) if sum(c) <= g]
+    return np.array([list(c) + [g - sum(c)] for c in out], dtype=np.int64)
+
+
+def composition_groups(g: int, probs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The toy's groups of ``g`` responses up to order: ``(members [n, g], pmf [n])`` where row i
+    lists the response types of composition i (sorted) and pmf is its multinomial probability
+    under the type probabilities ``probs``."""
+    comps = compositions(g)
+    members = torch.tensor(np.stack([np.repeat(np.arange(len(TOY)), c) for c in comps]))
+    log_pmf = (math.lgamma(g + 1) - sum(np.vectorize(math.lgamma)(comps[:, i] + 1) for i in range(len(TOY)))
+               + (comps * np.log(probs)).sum(-1))
+    return members, torch.tensor(np.exp(log_pmf), dtype=torch.float64)
+
+
+def _toy_algorithm(algorithm_name: str, agg: str | None, objective_config: Any = None):
     algorithm = toy_algorithm(algorithm_name)
+    cfg = objective_config if objective_config is not None else algorithm.objective_config
+    if agg is not None:
+        cfg = dataclasses.replace(cfg, agg=agg)
+    return dataclasses.replace(algorithm, objective_config=cfg)
+
+
+def toy_group_update(algorithm_name: str, g: int, q: float, p_c: float, p_w: float, *, agg: str | None = None,
+                     objective_config: Any = None) -> np.ndarray:
+    """Exact E[ĝ] in (q, p_C, p_W) per group of ``g`` responses, through ``algorithm_loss``.
+
+    Every registered estimator is invariant to the order of a group's responses, so the
+    expectation over the 4^g ordered groups is a sum over the C(g + 3, 3) compositions (how many
+    responses of each of the 4 types), each weighted by its multinomial probability: exact, and
+    cheap up to g = 32 (6,545 groups). All compositions go through one call of the registered
+    algorithm; its loss is a mean over the (kept) groups, so −∂loss/∂ℓ × n_kept is each group's
+    own estimator (groups a filter drops contribute 0). ``agg`` / ``objective_config`` replace
+    the algorithm's aggregation / objective config. The batches are single groups: a batch-level
+    aggregation is then its per-group twin (``token-mean`` over one group is ``prompt-token-mean``)
+    and is evaluated as such; batches of several groups sharing one normaliser are
+    ``toy_batch_update``."""
+    logp1, mask1, reward1, prob1, score1 = toy_tensors(q, p_c, p_w)
+    members, pmf = composition_groups(g, prob1.numpy())
+    algorithm = _toy_algorithm(algorithm_name, agg, objective_config)
+    require(algorithm.objective_config.agg != "token-sum", "agg", "token-sum",
+            "an aggregation that averages over groups (token-sum sums them)")
+    if algorithm.objective_config.agg == "token-mean":  # a batch of one group: the same normaliser
+        algorithm = _toy_algorithm(algorithm_name, "prompt-token-mean", algorithm.objective_config)
+    return _expected_update(algorithm, members, pmf, logp1, mask1, reward1, score1)
+
+
+def _expected_update(algorithm, members, pmf, logp1, mask1, reward1, score1) -> np.ndarray:
+    idx = members.reshape(-1)
+    g = members.shape[1]
+    logp = logp1[idx].clone().requires_grad_(True)
     try:
-        loss, diag = algorithm_loss(algorithm, logp, logp.detach(), rewards, mask1[idx], max_len=3)
+        loss, diag = algorithm_loss(algorithm, logp, logp.detach(), reward1[members], mask1[idx], max_len=3)
     except ValueError:  # every group dropped by a filter: no update
         return np.zeros(3)
     (grad,) = torch.autograd.grad(loss, logp)
-    n_kept = combos.shape[0] - int(diag["groups_dropped"])
-    w = -grad * n_kept  # per-group estimators (see the module doc)
-    group_prob = prob1[combos].prod(-1).repeat_interleave(g)
+    n_kept = members.shape[0] - int(diag["groups_dropped"])
+    w = -grad * n_kept
     per_seq = torch.einsum("nt,ntk->nk", w, score1[idx])
-    return (group_prob[:, None] * per_seq).sum(0).numpy()
+    return (pmf.repeat_interleave(g)[:, None] * per_seq).sum(0).numpy()
+
+
+def toy_batch_update(algorithm_name: str, g: int, n_groups: int, q: float, p_c: float, p_w: float, *,
+                     agg: str = "token-mean") -> np.ndarray:
+    """Exact E[ĝ] in (q, p_C, p_W) per group, for batches of ``n_groups`` groups of ``g`` that share
+    one batch-level normaliser (verl's ``token-mean``: 1/Σ over the batch's tokens). One call of
+    the registered algorithm per batch composition (the product of the groups' compositions);
+    the batch's estimator is −∂loss/∂ℓ × (kept groups), so the result is comparable with
+    ``toy_group_update`` (n_groups = 1 gives the same number)."""
+    logp1, mask1, reward1, prob1, score1 = toy_tensors(q, p_c, p_w)
+    members, pmf = composition_groups(g, prob1.numpy())
+    algorithm = _toy_algorithm(algorithm_name, agg)
+    total = np.zeros(3)
+    for combo in itertools.product(range(members.shape[0]), repeat=n_groups):
+        sel = torch.tensor(combo)
+        weight = pmf[sel].prod()
+        upd = _expected_update(algorithm, members[sel], torch.ones(n_groups, dtype=torch.float64), logp1, mask1,
+                               reward1, score1)
+        total += float(weight) * upd / n_groups
+    return total
 
 
 def toy_population_update(q: float, p_c: float, p_w: float, *, std: bool, agg: str) -> np.ndarray:
@@ -207,6 +283,16 @@ def run(config: Config, *, seed: int = 0, device: str = "cpu") -> Result:
             for qty, v in (("dp_C", upd[1]), ("dp_W", upd[2])):
                 rows.append({"setting": "toy, finite G", "G": g, "aggregation": name, "quantity": qty,
                              "value": float(v), "low": float(v), "high": float(v), "method": "exact"})
+        sgs = toy_algorithm("sgs_cispo").objective_config
+        for mode in SGS_P_MODES:
+            upd = toy_group_update("sgs_cispo", g, q, p_c, p_w, objective_config=dataclasses.replace(sgs, p_mode=mode))
+            rows.append({"setting": "toy, SGS p_mode", "G": g, "aggregation": f"sgs_cispo[{mode}]", "quantity": "dp_W",
+                         "value": float(upd[2]), "low": float(upd[2]), "high": float(upd[2]), "method": "exact"})
+    for b in config.batch_groups:
+        for name, agg in (("dapo", "token-mean"), ("grpo", None)):
+            upd = (toy_batch_update(name, 2, b, q, p_c, p_w, agg=agg) if agg else toy_group_update(name, 2, q, p_c, p_w))
+            rows.append({"setting": "toy, batch", "G": 2, "B": b, "aggregation": name, "quantity": "dp_W",
+                         "value": float(upd[2]), "low": float(upd[2]), "high": float(upd[2]), "method": "exact"})
     larger_rows, extra = _larger(config, seed, device)
     table = pd.DataFrame(rows + larger_rows)
     return Result(NAME, config, table, _summary(table, config, extra), _published(table, config))
@@ -224,9 +310,20 @@ def _summary(table: pd.DataFrame, config: Config, extra: dict[str, Any]) -> dict
     g_ref = 4 if 4 in config.group_sizes else config.group_sizes[-1]
     toy = {name: {"dp_C": _toy(table, "toy, finite G", name, "dp_C", g_ref),
                   "dp_W": _toy(table, "toy, finite G", name, "dp_W", g_ref)} for name in TOY_ALGORITHMS}
+    by_g = {name: {int(g): _toy(table, "toy, finite G", name, "dp_W", g) for g in config.group_sizes}
+            for name in TOY_ALGORITHMS}
+    modes = table[table.setting == "toy, SGS p_mode"]
+    batch = table[table.setting == "toy, batch"]
     return {
         "toy_G": g_ref,
         "toy_updates": toy,
+        "toy_dp_W_by_G": by_g,
+        "decision_G": DECISION_G if DECISION_G in config.group_sizes else None,
+        "sgs_p_mode": toy_algorithm("sgs_cispo").objective_config.p_mode,
+        "sgs_dp_W_by_mode_and_G": {m: {int(r.G): float(r.value) for r in modes[modes.aggregation == f"sgs_cispo[{m}]"].itertuples()}
+                                   for m in SGS_P_MODES},
+        "batch_dp_W": {name: {int(r.B): float(r.value) for r in batch[batch.aggregation == name].itertuples()}
+                       for name in ("dapo", "grpo")},
         "population": {lab: _toy(table, "toy, population", lab, "dp_W") for lab in ("GRPO", "GRPO no std", "Dr.GRPO")},
         "larger_cos": {lab: Estimate(float(r["value"]), float(r["low"]) if not np.isnan(r["low"]) else float(r["value"]),
                                      float(r["high"]) if not np.isnan(r["high"]) else float(r["value"]))
@@ -254,7 +351,8 @@ def _published(table: pd.DataFrame, config: Config) -> list[Published]:
     return out
 
 
-TOY_LABELS = {"grpo": "GRPO", "grpo_no_std": "GRPO\n(no std)", "drgrpo": "Dr.GRPO", "dapo": "DAPO"}
+TOY_LABELS = {"grpo": "GRPO", "grpo_no_std": "GRPO\n(no std)", "drgrpo": "Dr.GRPO", "dapo": "DAPO",
+              "sgs_cispo": "SGS-\nCISPO"}
 
 
 def figures(result: Result) -> list[Figure]:
@@ -305,7 +403,47 @@ def figures(result: Result) -> list[Figure]:
         caption += (f" The interval of {lab} ({cos[lab]}) covers 0: it comes from Monte Carlo (no exact form exists "
                     "for token-level normalisation), and at this sample size it cannot tell a length bias of "
                     "that size from none; the toy on the left is exact and decides the sign.")
-    return [Figure(NAME, fig, caption)]
+    return [Figure(NAME, fig, caption), _residual_figure(result)]
+
+
+def _residual_figure(result: Result) -> Figure:
+    """The toy's residual length effect relative to GRPO's, |∂p_W(X)| / |∂p_W(GRPO)|, against G
+    (log-log) for DAPO and SGS-CISPO with each confidence mode, with the ledger's δ and the
+    decision point G = ``DECISION_G``; inset text: the batch-level (token-mean) trend in B."""
+    from sims.claims import LENGTH_DELTA  # the ledger's minimal effect (lazy: the ledger imports experiments)
+
+    s = result.summary
+    grpo = s["toy_dp_W_by_G"]["grpo"]
+    gs = sorted(grpo)
+    curves = [("DAPO (prompt-token-mean)", s["toy_dp_W_by_G"]["dapo"])]
+    curves += [(f"SGS-CISPO, P = {m}" + (" (registered)" if m == s["sgs_p_mode"] else ""),
+                s["sgs_dp_W_by_mode_and_G"][m]) for m in SGS_P_MODES]
+    with style():
+        fig, axes = new_figure(1, 1, width=6.0, height=3.0)
+        ax = axes[0][0]
+        for i, (label, by_g) in enumerate(curves):
+            ax.plot(gs, [abs(by_g[g]) / abs(grpo[g]) for g in gs], label=label, **line_kw(i))
+        ax.plot(gs, [1 / g for g in gs], color="0.5", ls=":", lw=1, label="1/G")
+        ax.axhline(LENGTH_DELTA.value, color="k", lw=0.8, ls="--", label=f"δ = {LENGTH_DELTA.value:g}")
+        if s["decision_G"]:
+            ax.axvline(s["decision_G"], color="0.3", lw=0.7, ls="-.")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("group size G (responses per prompt)")
+        ax.set_ylabel("|∂p_W| relative to GRPO's")
+        ax.set_title("residual length effect on the Dr. GRPO toy (exact)")
+        legend_outside(fig, [ax], ncol=2)
+    dapo_b = s["batch_dp_W"]["dapo"]
+    caption = (
+        "How much of GRPO's length effect each token-level scheme leaves, on the Dr. GRPO toy (exact over every "
+        f"group composition): |∂p_W(X)| / |∂p_W(GRPO)| against G, log-log. The ratio normaliser 1/Σ|o_i| leaves a "
+        "finite-sample effect that falls about like 1/G (dotted); the dashed line is the ledger's minimal effect δ and "
+        f"the dash-dotted line the decision point G = {DECISION_G} (DAPO's group size). SGS-CISPO's confidence "
+        "factor S sees the length through P when P is the sequence probability; every p_mode is drawn. "
+        "With the normaliser shared by B groups of G = 2 (verl's batch token-mean) DAPO's ∂p_W is "
+        + ", ".join(f"B = {b}: {fmt(v)}" for b, v in dapo_b.items()) + ": it shrinks with the batch too."
+    )
+    return Figure(f"{NAME}_residual", fig, caption)
 
 
 def plot(result: Result, path) -> dict[str, str]:
