@@ -73,6 +73,9 @@ ESTIMATORS = (
 MC_Z = 5.0  # the Monte Carlo check's |exact − MC| <= Z·SE; two-sided false-failure rate 5.7e-7
 
 
+FULL_MC_PASS_RATES = (0.05, 0.2, 0.5, 0.9)  # where C01's "the baseline lowers the variance" is decided
+
+
 @dataclass(frozen=True)
 class Config:
     """Attributes:
@@ -97,16 +100,23 @@ class Config:
 
     @classmethod
     def quick(cls) -> "Config":
-        return cls(pass_rates=tuple(np.round(np.linspace(0.02, 0.98, 25), 4)), population_k=32_768,
-                   n_replicas=4_000)
+        # the full sweep's decision points (its pass-rate grid and Monte Carlo pass rates), fewer samples
+        return cls(population_k=32_768, mc_pass_rates=FULL_MC_PASS_RATES, n_replicas=4_000)
 
     @classmethod
     def full(cls) -> "Config":
-        return cls(population_k=65_536, mc_pass_rates=(0.05, 0.2, 0.5, 0.9), n_replicas=100_000)
+        return cls(population_k=65_536, mc_pass_rates=FULL_MC_PASS_RATES, n_replicas=100_000)
 
     @classmethod
     def tiny(cls) -> "Config":
         return cls(group_size=8, pass_rates=(0.1, 0.5), population_k=64, mc_pass_rates=(0.5,), n_replicas=200)
+
+
+def decision_points(config: Config) -> dict[str, Any]:
+    """Where this experiment's evidence decides the ledger's parts (rule 11: ``quick`` and ``full``
+    must give the same)."""
+    return {"group_size": config.group_size, "pass_rates": tuple(config.pass_rates),
+            "mc_pass_rates": tuple(config.mc_pass_rates)}
 
 
 WINDOW_PMF = 1e-24  # success counts whose binomial probability is below this are left out (< K·1e-24 in all)

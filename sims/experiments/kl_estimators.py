@@ -69,6 +69,11 @@ class Config:
         return cls(n_samples=2_000, horizon=2, vocab=2, n_policies=1)
 
 
+def decision_points(config: Config) -> dict[str, Any]:
+    """Where this experiment's evidence is decided (rule 11: ``quick`` and ``full`` give the same)."""
+    return {"mus": tuple(config.mus), "policy": (config.horizon, config.vocab)}
+
+
 def _table_rows(config: Config, seed: int) -> list[dict[str, Any]]:
     rows = []
     closed = gaussian_table(tuple(__import__("sympy").nsimplify(m) for m in config.mus))

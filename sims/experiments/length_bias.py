@@ -113,6 +113,13 @@ class Config:
         return cls(group_sizes=(2,), batch_groups=(1,), horizon=3, n_replicas=200)
 
 
+def decision_points(config: Config) -> dict[str, Any]:
+    """Where this experiment's evidence decides the ledger's parts (rule 11: ``quick`` and ``full``
+    must give the same): the toy at ``DECISION_G`` and the larger policy."""
+    return {"q": config.q, "p_stop": config.p_stop, "decision_G": DECISION_G in config.group_sizes,
+            "larger": (config.horizon, config.vocab, config.stop, config.group_size)}
+
+
 def toy_tensors(q: float, p_c: float, p_w: float):
     """(logp [4, 3], mask [4, 3], reward [4], prob [4], score [4, 3, 3]) of the toy's responses;
     score[i, t] = ∂ℓ_it/∂(q, p_C, p_W)."""

@@ -94,6 +94,13 @@ class Config:
         return cls(n_ratios=21)
 
 
+def decision_points(config: Config) -> dict[str, Any]:
+    """Where this experiment's evidence decides the ledger's parts (rule 11: ``quick`` and ``full``
+    must give the same; the grid's density only refines the located boundaries)."""
+    return {"ratio_range": (config.ratio_min, config.ratio_max), "reach": (config.reach_p0, config.reach_batches),
+            "objectives": tuple(label for label, _, _ in config.objectives)}
+
+
 def _inputs(config: Config):
     ratio = torch.logspace(math.log10(config.ratio_min), math.log10(config.ratio_max), config.n_ratios,
                            dtype=torch.float64)
