@@ -284,3 +284,11 @@ def get_group_filter(name: str) -> GroupFilterSpec:
 def config_dict(config: Any) -> dict[str, Any]:
     """A config dataclass as a plain dict (for tables, JSON and provenance)."""
     return dataclasses.asdict(config)
+
+
+# Objectives registered by installed packages (entry point group ``pgverify.objectives``,
+# ``sims.plugins``): added to OBJECTIVES; those that fail to load or break the contract are listed
+# here by name with the reason, and never stop the others.
+from sims.plugins import install as _install_plugins  # noqa: E402  (needs ObjectiveSpec and OBJECTIVES above)
+
+PLUGIN_ERRORS = _install_plugins(OBJECTIVES)
