@@ -1,0 +1,423 @@
+r"""Many seeds of one RL configuration in lockstep on the tiny transformer LM (``policies.transformer``).
+
+The parameters of S seeds are stacked along a leading seed axis. One training step samples G
+prompts × K responses per seed with that seed's own generator, then takes ``n_updates`` optimiser
+steps on the registered algorithm's loss over the same batch (π_old fixed), exactly as
+``sims.experiments.dynamics.train`` does for the tabular policy. Three pieces make it one batched
+computation instead of S Python loops:
+
+* the model: ``torch.func.vmap`` of the pure ``log_prob_fn`` / ``sample_tokens`` over the seed axis,
+  and autograd back through the vmapped forward (each seed's loss reaches only its own slice);
+* the loss (``stacked_loss``): the S per-seed losses of ``sims.algorithms.algorithm_loss`` as one
+  call of the registered advantage and objective on the seeds' rows side by side. This is exact
+  because every part it uses is row-local — group advantages per group; per-token losses of
+  ``ppo_clip``, ``gspo``, ``cispo`` and ``sgs_cispo`` per row — and each of those per-token losses is
+  positively homogeneous of degree 1 in the advantage (L(c·A) = c·L(A) for c > 0), so each
+  seed's aggregation normaliser (with its dynamic-sampling drops) is carried by the advantage as a
+  per-row factor c_i (``row_weights``) and the aggregation becomes a plain token sum. Tested
+  against ``algorithm_loss`` seed by seed (``tests/sims/experiments/test_lm_train.py``);
+* the optimiser (``optimiser_step``): Adam (torch.optim.Adam's update, per-seed step counts) and
+  plain SGD on the stacked tensors; a seed whose batch has no group left by the filter takes no
+  step (``algorithm_loss`` refuses such a batch).
+
+``per_seed_step`` is the reference: the same step as a Python loop over seeds with the
+unbatched model, ``algorithm_loss`` and ``torch.optim``. The SFT-like warm start
+(``warm_start``) is cached on disk by config hash (``sims.cache.default_cache_dir``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from policies.table import eos_mask
+from policies.transformer import (
+    LMShape,
+    init_params,
+    log_prob_fn,
+    response_log_probs,
+    sample_tokens,
+)
+from sims._checks import require, require_choice
+from sims.advantages import broadcast_to_tokens
+from sims.algorithms import Algorithm, algorithm_loss
+from sims.kl import kl_values
+from sims.registry import get_advantage, get_objective, require_callable_by
+
+STACKED_OBJECTIVES = ("ppo_clip", "gspo", "cispo", "sgs_cispo")  # row-local and homogeneous in A
+OPTIMISERS = ("adam", "sgd")
+
+
+# ---------------------------------------------------------------------------- optimisers
+@dataclass(frozen=True)
+class Optimiser:
+    """``adam`` (torch.optim.Adam defaults: betas (0.9, 0.999), eps 1e-8) or plain ``sgd``, at ``lr``."""
+
+    name: str = "adam"
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        require_choice("optimiser", self.name, OPTIMISERS)
+        require(isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0, "lr", self.lr,
+                "a finite lr > 0")
+
+    def torch_optimizer(self, params: list[Tensor]) -> torch.optim.Optimizer:
+        """The per-seed reference optimiser (``torch.optim``)."""
+        if self.name == "adam":
+            return torch.optim.Adam(params, lr=self.lr, betas=self.betas, eps=self.eps)
+        return torch.optim.SGD(params, lr=self.lr)
+
+
+def init_state(opt: Optimiser, params: dict[str, Tensor]) -> dict[str, Any]:
+    """Optimiser state of stacked ``params`` (leading seed axis S)."""
+    if opt.name == "sgd":
+        return {}
+    n_seeds = next(iter(params.values())).shape[0]
+    return {"m": {k: torch.zeros_like(v) for k, v in params.items()},
+            "v": {k: torch.zeros_like(v) for k, v in params.items()},
+            "t": torch.zeros(n_seeds, dtype=torch.int64)}
+
+
+def optimiser_step(opt: Optimiser, params: dict[str, Tensor], grads: dict[str, Tensor], state: dict[str, Any],
+                   active: Tensor) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    r"""One step of every seed whose ``active[s]`` is True (the others keep params and state).
+
+    SGD: θ ← θ − lr·g. Adam (as ``torch.optim.Adam``): m ← lerp(m, g, 1 − β₁), v ← β₂v + (1 − β₂)g²,
+    θ ← θ − (lr / (1 − β₁ᵗ))·m / (√v / √(1 − β₂ᵗ) + ε), with t the seed's own step count.
+    """
+    def where(new, old):
+        return torch.where(active.reshape((-1,) + (1,) * (new.dim() - 1)).to(new.device), new, old)
+
+    if opt.name == "sgd":
+        return {k: where(p - opt.lr * grads[k], p) for k, p in params.items()}, state
+    b1, b2 = opt.betas
+    t = state["t"] + active.to(torch.int64).cpu()
+    t_safe = t.clamp(min=1).to(torch.float64)
+    bc1 = (1 - b1 ** t_safe)
+    bc2_sqrt = (1 - b2 ** t_safe).sqrt()
+    new_params, m_out, v_out = {}, {}, {}
+    for k, p in params.items():
+        g = grads[k]
+        shape = (-1,) + (1,) * (p.dim() - 1)
+        m = state["m"][k].lerp(g, 1 - b1)
+        v = state["v"][k] * b2 + (1 - b2) * g * g
+        step_size = (opt.lr / bc1).to(p.dtype).to(p.device).reshape(shape)
+        denom = v.sqrt() / bc2_sqrt.to(p.dtype).to(p.device).reshape(shape) + opt.eps
+        new_params[k] = where(p - step_size * (m / denom), p)
+        m_out[k], v_out[k] = where(m, state["m"][k]), where(v, state["v"][k])
+    return new_params, {"m": m_out, "v": v_out, "t": t}
+
+
+# ---------------------------------------------------------------------------- the stacked loss
+def check_stackable(algorithm: Algorithm) -> None:
+    """``stacked_loss`` supports the objectives in ``STACKED_OBJECTIVES``, no filter or dynamic
+    sampling, and a KL term in the loss; anything else is refused (ValueError)."""
+    require(algorithm.objective in STACKED_OBJECTIVES, "algorithm.objective", algorithm.objective,
+            "one of " + ", ".join(STACKED_OBJECTIVES) + " (row-local, homogeneous in the advantage)")
+    require(algorithm.group_filter in (None, "dynamic_sampling"), "algorithm.group_filter", algorithm.group_filter,
+            "None or 'dynamic_sampling'")
+    require(algorithm.kl is None or algorithm.kl.placement == "loss", "algorithm.kl.placement",
+            None if algorithm.kl is None else algorithm.kl.placement, "'loss' (or no KL term)")
+
+
+def kept_groups(algorithm: Algorithm, rewards: Tensor) -> Tensor:
+    """``[S, G]`` True for the groups the algorithm's filter keeps (all without a filter)."""
+    if algorithm.group_filter is None:
+        return torch.ones(rewards.shape[:2], dtype=torch.bool, device=rewards.device)
+    spread = rewards.max(-1).values - rewards.min(-1).values
+    return spread > algorithm.group_filter_config.atol
+
+
+def row_weights(mask: Tensor, keep_rows: Tensor, *, agg: str, group_size: int, max_len: int | None) -> Tensor:
+    r"""``[S, B]`` per-row normaliser c_i of each seed's aggregation over its kept rows (0 on
+    dropped rows): ``sims.aggregation.token_weights`` of the kept rows, which is constant along a row.
+
+    token-mean 1/N_s; seq-mean-token-mean 1/(B'_s T_i); seq-mean-token-sum 1/B'_s;
+    seq-mean-token-sum-norm 1/(B'_s·max_len); prompt-token-mean 1/(G'_s N_g); token-sum 1;
+    with B'_s, G'_s the kept rows and groups of seed s, N_s its kept valid tokens, N_g group g's.
+    """
+    k = keep_rows.to(mask.dtype)
+    lengths = mask.sum(-1)  # (S, B)
+    n_rows = k.sum(-1, keepdim=True)
+    safe = n_rows.clamp(min=1)
+    if agg == "token-sum":
+        c = torch.ones_like(lengths)
+    elif agg == "token-mean":
+        c = (1 / (k * lengths).sum(-1, keepdim=True).clamp(min=1)).expand_as(lengths)
+    elif agg == "seq-mean-token-mean":
+        c = 1 / (safe * lengths)
+    elif agg == "seq-mean-token-sum":
+        c = (1 / safe).expand_as(lengths)
+    elif agg == "seq-mean-token-sum-norm":
+        require(max_len is not None, "max_len", max_len, "the generation budget for seq-mean-token-sum-norm")
+        c = (1 / (safe * max_len)).expand_as(lengths)
+    elif agg == "prompt-token-mean":
+        s, b = lengths.shape
+        group_tokens = lengths.reshape(s, b // group_size, group_size).sum(-1)  # (S, G)
+        n_groups = (n_rows / group_size).clamp(min=1)
+        c = (1 / (n_groups * group_tokens)).repeat_interleave(group_size, -1)
+    else:
+        raise ValueError(f"agg={agg!r} is not supported by stacked_loss")
+    return c * k
+
+
+def stacked_loss(algorithm: Algorithm, logp: Tensor, old_logp: Tensor, rewards: Tensor, mask: Tensor, *,
+                 ref_logp: Tensor | None = None, max_len: int | None = None) -> tuple[Tensor, Tensor]:
+    """Σ_s of ``algorithm_loss`` on seed s's slice, and ``active [S]`` (seeds with a kept group).
+
+    ``logp, old_logp, mask, ref_logp``: ``[S, G·K, T]``; ``rewards [S, G, K]``. See the module doc
+    for why one call on the seeds' rows side by side is exact; a seed whose groups are all dropped
+    contributes 0 (``algorithm_loss`` raises for it) and is inactive.
+    """
+    check_stackable(algorithm)
+    s, b, t = logp.shape
+    _, g, k = rewards.shape
+    keep = kept_groups(algorithm, rewards)  # (S, G)
+    keep_rows = keep.repeat_interleave(k, -1)  # (S, B)
+    c = row_weights(mask, keep_rows, agg=algorithm.agg, group_size=k, max_len=max_len)  # (S, B)
+    adv = get_advantage(algorithm.advantage).fn(rewards.reshape(s * g, k), config=algorithm.advantage_config)
+    adv = adv.to(logp.dtype) * c.reshape(s * g, k).to(logp.dtype)
+    flat = (lambda x: x.reshape(s * b, t))
+    m = flat(mask)
+    adv_tokens = broadcast_to_tokens(adv, m)
+    config = dataclasses.replace(algorithm.objective_config, agg="token-sum", group_size=k)
+    spec = get_objective(algorithm.objective)
+    require_callable_by(spec, "stacked_loss", independent_batches=False)
+    loss, _ = spec.loss_fn(flat(logp), flat(old_logp), adv_tokens, m, config=config)
+    if algorithm.kl is not None:
+        require(ref_logp is not None, "ref_logp", ref_logp, f"a tensor: algorithm {algorithm.name!r} has a KL term")
+        kl = kl_values(flat(logp), flat(ref_logp), estimator=algorithm.kl.estimator)
+        loss = loss + algorithm.kl.coef * (kl * m * c.reshape(-1, 1)).sum()
+    return loss, keep.any(-1)
+
+
+# ---------------------------------------------------------------------------- one training step
+@dataclass(frozen=True)
+class StepSpec:
+    """What one training step needs besides the parameters.
+
+    Attributes:
+        shape: the LM's ``LMShape``; prompt_tokens: ``[P, Lp]``; eos: EOS id or None.
+        reward: ``reward(tokens, mask, prompts) -> [N]``; group_size: K samples per prompt;
+        n_updates: optimiser steps per sampled batch; algorithm; optimiser.
+        entropy_bonus: β >= 0; the loss of each seed gains −β·H̄, H̄ = Σ_it m_it H(π(·|prefix_it)) / Σ m
+            (the exact entropy per valid token at the sampled prefixes): the usual PPO entropy bonus,
+            used to build a variant that keeps entropy by construction (a power check).
+    """
+
+    shape: LMShape
+    prompt_tokens: Tensor
+    eos: int | None
+    reward: Any
+    group_size: int
+    n_updates: int
+    algorithm: Algorithm
+    optimiser: Optimiser
+    entropy_bonus: float = 0.0
+
+    def __post_init__(self) -> None:
+        require(self.entropy_bonus >= 0, "entropy_bonus", self.entropy_bonus, "a number >= 0")
+
+    @property
+    def prompt_ids(self) -> Tensor:
+        return torch.arange(self.prompt_tokens.shape[0]).repeat_interleave(self.group_size)
+
+
+def draw_uniforms(generators: list[torch.Generator], n: int, horizon: int, dtype, device) -> Tensor:
+    """``[S, n, T]``: seed s's uniforms from its own generator (CPU), as ``TransformerPolicy.sample``."""
+    return torch.stack([torch.rand(n, horizon, generator=g, dtype=dtype) for g in generators]).to(device)
+
+
+def stacked_sample(params: dict[str, Tensor], prompt_rows: Tensor, u: Tensor, n_heads: int) -> Tensor:
+    """``[S, n, T]`` tokens of every seed (``sample_tokens`` vmapped over the seed axis)."""
+    with torch.no_grad():
+        return torch.func.vmap(sample_tokens, in_dims=(0, None, 0, None))(params, prompt_rows, u, n_heads)
+
+
+def token_entropy(logp_full: Tensor, mask: Tensor) -> Tensor:
+    """``[S]`` entropy per valid token: Σ_it m_it H(π(·|prefix_it)) / Σ_it m_it, from ``[S, B, T, V]``
+    log-probabilities."""
+    h = -(logp_full.exp() * logp_full).sum(-1)
+    return (h * mask).sum((1, 2)) / mask.sum((1, 2))
+
+
+def stacked_step(spec: StepSpec, params: dict[str, Tensor], state: dict[str, Any], generators: list[torch.Generator],
+                 ref_params: dict[str, Tensor] | None = None) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Tensor]]:
+    """One training step of every seed (module doc). Returns the new params and state and the
+    batch: ``tokens [S, B, T]``, ``mask``, ``rewards [S, G, K]``, ``logp_full [S, B, T, V]`` (π_old,
+    detached), ``zero_grad_frac [S]`` (valid tokens with gradient weight exactly 0 in the last
+    update), ``active [S]``."""
+    n_heads = spec.shape.n_heads
+    ids = spec.prompt_ids.to(spec.prompt_tokens.device)
+    rows = spec.prompt_tokens[ids]
+    p0 = next(iter(params.values()))
+    u = draw_uniforms(generators, ids.shape[0], spec.shape.horizon, p0.dtype, p0.device)
+    tokens = stacked_sample(params, rows, u, n_heads)
+    mask = eos_mask(tokens, spec.eos, p0.dtype)
+    s, b, t = tokens.shape
+    rewards = spec.reward(tokens.reshape(s * b, t), mask.reshape(s * b, t), ids.repeat(s)).reshape(
+        s, -1, spec.group_size).to(p0.dtype)
+    ref_logp = None
+    if spec.algorithm.kl is not None:
+        with torch.no_grad():
+            ref_logp = log_prob_fn(ref_params, rows.repeat(s, 1), tokens.reshape(s * b, t), n_heads).reshape(s, b, t)
+    vlogp = torch.func.vmap(log_prob_fn, in_dims=(0, None, 0, None))
+    vfull = torch.func.vmap(response_log_probs, in_dims=(0, None, 0, None))
+    old_logp = logp_full = None
+    zero = active = None
+    for update in range(spec.n_updates):
+        leaf = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        if update == 0 or spec.entropy_bonus > 0:
+            full = vfull(leaf, rows, tokens, n_heads)
+            logp = full.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+            if update == 0:
+                logp_full, old_logp = full.detach(), logp.detach()
+        else:
+            logp = vlogp(leaf, rows, tokens, n_heads)
+        loss, active = stacked_loss(spec.algorithm, logp, old_logp, rewards, mask, ref_logp=ref_logp,
+                                    max_len=spec.shape.horizon)
+        if spec.entropy_bonus > 0:
+            loss = loss - spec.entropy_bonus * token_entropy(full, mask).sum()
+        names = list(leaf)
+        grads = torch.autograd.grad(loss, [leaf[k] for k in names] + [logp])
+        zero = (((grads[-1] == 0) & (mask > 0)).sum((1, 2)) / mask.sum((1, 2))).detach()
+        params, state = optimiser_step(spec.optimiser, params, dict(zip(names, grads[:-1])), state, active)
+        if not bool(active.any()):
+            break
+    zero = torch.where(active, zero, torch.ones_like(zero))
+    return params, state, {"tokens": tokens, "mask": mask, "rewards": rewards, "logp_full": logp_full,
+                           "zero_grad_frac": zero, "active": active}
+
+
+def per_seed_step(spec: StepSpec, params: list[dict[str, Tensor]], optimizers: list[torch.optim.Optimizer],
+                  generators: list[torch.Generator], ref_params: dict[str, Tensor] | None = None) -> list[Tensor]:
+    """The reference: ``stacked_step`` as a Python loop over seeds — unbatched ``sample_tokens`` and
+    ``log_prob_fn``, ``sims.algorithms.algorithm_loss`` and ``torch.optim`` (``params[s]`` are leaf
+    tensors updated in place by ``optimizers[s]``). Returns each seed's sampled tokens."""
+    n_heads = spec.shape.n_heads
+    ids = spec.prompt_ids.to(spec.prompt_tokens.device)
+    rows = spec.prompt_tokens[ids]
+    out = []
+    for p, opt, gen in zip(params, optimizers, generators):
+        p0 = next(iter(p.values()))
+        u = torch.rand(ids.shape[0], spec.shape.horizon, generator=gen, dtype=p0.dtype).to(p0.device)
+        with torch.no_grad():
+            tokens = sample_tokens(p, rows, u, n_heads)
+            old_logp = log_prob_fn(p, rows, tokens, n_heads)
+            ref_logp = None if ref_params is None else log_prob_fn(ref_params, rows, tokens, n_heads)
+        mask = eos_mask(tokens, spec.eos, p0.dtype)
+        rewards = spec.reward(tokens, mask, ids).reshape(-1, spec.group_size).to(p0.dtype)
+        for _ in range(spec.n_updates):
+            logp = log_prob_fn(p, rows, tokens, n_heads)
+            try:
+                loss, _ = algorithm_loss(spec.algorithm, logp, old_logp, rewards, mask, ref_logp=ref_logp,
+                                         max_len=spec.shape.horizon)
+            except ValueError:  # every group dropped by the filter: no update
+                break
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        out.append(tokens)
+    return out
+
+
+def stack(params: dict[str, Tensor], n_seeds: int) -> dict[str, Tensor]:
+    """``n_seeds`` copies of ``params`` along a new leading axis."""
+    return {k: v.detach().unsqueeze(0).expand(n_seeds, *v.shape).clone() for k, v in params.items()}
+
+
+# ---------------------------------------------------------------------------- the SFT-like warm start
+@dataclass(frozen=True)
+class WarmStart:
+    """Supervised warm-up on noisy demonstrations (an SFT-like start with a spread of pass rates).
+
+    Prompt g's ``n_demo`` demonstrations are correct answers (uniform over its answer set,
+    ``task.demonstration``) with fraction ``correct[g]``, else uniformly random token arrays; the
+    LM is fitted to them by ``steps`` full-batch Adam steps on the mean token cross-entropy of the
+    valid tokens, from ``init_params`` with ``seed``.
+    """
+
+    correct: tuple[float, ...]
+    n_demo: int = 32
+    steps: int = 200
+    lr: float = 1e-2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(all(0 <= q <= 1 for q in self.correct) and len(self.correct) >= 1, "correct", self.correct,
+                "fractions in [0, 1], one per prompt")
+        for name in ("n_demo", "steps"):
+            require(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, name, getattr(self, name),
+                    "an int >= 1")
+
+
+def demonstrations(task, warm: WarmStart) -> tuple[Tensor, Tensor]:
+    """``(prompt ids [P·n_demo], tokens [P·n_demo, T])`` of the warm-up data (module doc of ``WarmStart``)."""
+    require(len(warm.correct) == task.n_prompts, "correct", len(warm.correct), f"{task.n_prompts} fractions (one per prompt)")
+    gen = torch.Generator().manual_seed(warm.seed + 7)
+    ids, rows = [], []
+    for g, q in enumerate(warm.correct):
+        n_good = round(q * warm.n_demo)
+        for i in range(warm.n_demo):
+            rows.append(task.demonstration(g, gen) if i < n_good else
+                        torch.randint(0, task.vocab, (task.horizon,), generator=gen))
+            ids.append(g)
+    return torch.tensor(ids), torch.stack(rows)
+
+
+def _cache_key(task, shape: LMShape, warm: WarmStart, dtype) -> str:
+    root = Path(__file__).resolve().parents[2]
+    code = "".join((root / f).read_text() for f in ("policies/transformer.py", "policies/lm_tasks.py",
+                                                    "sims/experiments/_lm_train.py"))
+    text = repr((task, task.prompt_tokens.tolist(), shape, warm, str(dtype))) + code
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def warm_start(task, shape: LMShape, warm: WarmStart, *, dtype=torch.float64, cache_dir=None) -> dict[str, Tensor]:
+    """The warmed-up parameters (CPU, ``dtype``), read from the cache when present (key: task,
+    shape, warm-up config, dtype and the source of the modules involved), else fitted and cached.
+    ``cache_dir``: default ``sims.cache.default_cache_dir() / "lm_warmup"``; an unreadable or
+    unwritable cache only costs the fit."""
+    from sims.cache import default_cache_dir
+    from sims.outputs import write_json_atomic
+
+    directory = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "lm_warmup"
+    path = directory / f"warm-{_cache_key(task, shape, warm, dtype)}.json"
+    try:
+        data = json.loads(path.read_text())
+        return {k: torch.tensor(v, dtype=dtype) for k, v in data.items()}
+    except (OSError, ValueError):
+        pass
+    params = fit_warm_start(task, shape, warm, dtype=dtype)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, {k: v.tolist() for k, v in params.items()})
+    except OSError:
+        pass
+    return params
+
+
+def fit_warm_start(task, shape: LMShape, warm: WarmStart, *, dtype=torch.float64) -> dict[str, Tensor]:
+    """Fit the LM to the demonstrations (``WarmStart``), uncached."""
+    ids, tokens = demonstrations(task, warm)
+    rows = task.prompt_tokens[ids]
+    mask = eos_mask(tokens, task.eos, dtype)
+    params = {k: v.requires_grad_(True) for k, v in
+              init_params(shape, generator=torch.Generator().manual_seed(warm.seed), dtype=dtype).items()}
+    opt = torch.optim.Adam(list(params.values()), lr=warm.lr)
+    for _ in range(warm.steps):
+        opt.zero_grad()
+        loss = -(log_prob_fn(params, rows, tokens, shape.n_heads) * mask).sum() / mask.sum()
+        loss.backward()
+        opt.step()
+    return {k: v.detach() for k, v in params.items()}
