@@ -112,6 +112,9 @@ def resolve(names: Sequence[str], *, theory: str | None = None, advantage: str =
         adv_spec = get_advantage(advantage)
     except ValueError as exc:
         raise UsageError(f"--advantage: {exc}") from exc
+    if len(names) < 2:
+        raise UsageError(f"compare needs at least two objectives (got {list(names)}); allowed: your target and the "
+                         "baselines to put beside it, e.g. path/to/loss.py:fn cispo ppo_clip")
     if len(set(names)) != len(names):
         raise UsageError(f"an objective is named twice in {list(names)}; allowed: each once")
     users = [n for n in names if ":" in n]
@@ -218,6 +221,8 @@ def _bias_variance(plan: Plan, scale: str, seed: int, device: str) -> Section:
     from sims.experiments import bias_variance as bv
 
     base = getattr(bv.Config, scale)()
+    if scale == "tiny":
+        base = dataclasses.replace(base, horizons=(1, 2), ratio_horizons=(4,), n_replicas=200, n_ratio_samples=200)
     if scale == "quick":
         base = dataclasses.replace(base, horizons=(1, 2, 4, 6), ratio_horizons=(16,), n_replicas=2_000,
                                    n_ratio_samples=10_000)
@@ -320,6 +325,8 @@ def _survival(plan: Plan, scale: str, seed: int, device: str) -> Section:
     from sims.experiments import survival as sv
 
     base = getattr(sv.Config, scale)()
+    if scale == "tiny":
+        base = dataclasses.replace(base, reach_batches=1)
     objs, notes = [], []
     for c in plan.objectives:
         why = _why_not_generic(c.name, "the survival experiment", True)
@@ -499,6 +506,8 @@ def _dynamics(plan: Plan, scale: str, seed: int, device: str) -> Section:
     from sims.experiments import dynamics as dy
 
     base = getattr(dy.Config, scale)()
+    if scale == "tiny":
+        base = dataclasses.replace(base, steps=1, n_seeds=2)
     if scale == "quick":
         base = dataclasses.replace(base, steps=15, n_seeds=3)
     rows, notes, covered = [], [], []

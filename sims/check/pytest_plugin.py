@@ -6,6 +6,9 @@
         pgverify_check(my_loss, "cispo", eps_high=0.28)   # contract + spec + properties
         pgverify_check(my_other_loss)                      # contract + properties, no spec
 
+    def test_my_plugin(pgverify_objective):
+        pgverify_objective("topr")                         # the theory <-> torch battery (sims.check.battery)
+
 The fixture calls ``sims.check.assert_passes`` with the number of random examples and the seed
 from the ini options ``pgverify_examples`` (default 100) and ``pgverify_seed`` (default 0), or the
 command-line ``--pgverify-examples`` / ``--pgverify-seed``; a failure is an ``AssertionError``
@@ -55,5 +58,23 @@ def pgverify_check(request: pytest.FixtureRequest) -> Callable[..., Any]:
 
     def check(fn: Callable[..., Any], spec: str | None = None, **spec_params: Any) -> Any:
         return assert_passes(fn, spec, spec_params=spec_params, examples=examples, seed=seed)
+
+    return check
+
+
+@pytest.fixture
+def pgverify_objective(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """``check(objective, configs=None) -> BatteryReport``: assert that a registered objective (a
+    plugin's included) or an ``ObjectiveSpec`` passes the theory <-> torch battery, with
+    ``pgverify_examples`` random batches and ``pgverify_seed``."""
+    from sims.check.battery import check_objective
+
+    examples, seed = _setting(request.config, "examples"), _setting(request.config, "seed")
+
+    def check(objective: Any, configs: Any = None) -> Any:
+        report = check_objective(objective, examples=examples, seed=seed, configs=configs)
+        if not report.passed:
+            raise AssertionError(report.card())
+        return report
 
     return check
