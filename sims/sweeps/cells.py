@@ -40,6 +40,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import time
 import traceback
 from collections.abc import Iterator
@@ -220,12 +221,49 @@ def _configs(config: dict[str, Any]):
             ADVANTAGES[config["advantage"]].config_cls(**config["advantage_config"]))
 
 
+def mc_config(config: dict[str, Any]):
+    """The cell's ``MCConfig``: ``sims.experiments._common.mc_config`` (one prompt per replica, 20
+    batch means, 95% intervals, chunks of at most 2,000 replicas) with the sampling stream's seed.
+    Built here because importing ``sims.experiments`` loads every experiment (seconds per worker)."""
+    from sims.engines.montecarlo import MCConfig
+
+    n = config["replicas"]
+    return MCConfig(n_replicas=n, n_groups=1, group_size=config["group_size"], n_batches=20,
+                    chunk=min(2_000, n // 20), level=0.95, seed=stream_seed(config, SAMPLING_FIELDS, "sampling"))
+
+
 def _row(quantity: str, value: float, low: float, high: float, method: str) -> dict[str, Any]:
     return {"quantity": quantity, "value": float(value), "low": float(low), "high": float(high), "method": method}
 
 
 def _exact(quantity: str, value: float) -> dict[str, Any]:
     return _row(quantity, value, value, value, "exact")
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015, arXiv:1412.6980) on one tensor, in place, with torch.optim.Adam's
+    defaults (β = (0.9, 0.999), ε = 1e-8) and its order of operations: m ← β₁m + (1-β₁)g,
+    v ← β₂v + (1-β₂)g², p ← p - (lr/(1-β₁ᵗ))·m/(√v/√(1-β₂ᵗ) + ε). Written out because importing
+    torch.optim costs seconds per worker process (it imports torch._dynamo); tests check it
+    against torch.optim.Adam."""
+
+    def __init__(self, param, *, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        import torch
+
+        self.param, self.lr, self.betas, self.eps, self.t = param, lr, betas, eps, 0
+        self.m = torch.zeros_like(param, memory_format=torch.preserve_format)
+        self.v = torch.zeros_like(param, memory_format=torch.preserve_format)
+
+    def step(self, grad) -> None:
+        import torch
+
+        b1, b2 = self.betas
+        self.t += 1
+        with torch.no_grad():
+            self.m.lerp_(grad, 1 - b1)
+            self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            denom = (self.v.sqrt() / math.sqrt(1 - b2 ** self.t)).add_(self.eps)
+            self.param.addcdiv_(self.m, denom, value=-self.lr / (1 - b1 ** self.t))
 
 
 def _dynamics_rows(config: dict[str, Any], old, reward, obj_cfg, adv_cfg) -> list[dict[str, Any]]:
@@ -239,7 +277,7 @@ def _dynamics_rows(config: dict[str, Any], old, reward, obj_cfg, adv_cfg) -> lis
     algorithm = Algorithm(name="sweep cell", advantage=config["advantage"], advantage_config=adv_cfg,
                           objective=config["objective"], objective_config=obj_cfg)
     logits = old.logits.clone().requires_grad_(True)
-    opt = torch.optim.Adam([logits], lr=settings["lr"])
+    adam = Adam(logits, lr=settings["lr"])
     gen = _generator(config, DYNAMICS_FIELDS, "dynamics")
     for _ in range(settings["steps"]):
         current = old.with_logits(logits.detach())
@@ -250,9 +288,8 @@ def _dynamics_rows(config: dict[str, Any], old, reward, obj_cfg, adv_cfg) -> lis
         for _ in range(settings["updates"]):
             loss, _ = algorithm_loss(algorithm, old.with_logits(logits).log_prob(tokens), old_logp, rewards, mask,
                                      max_len=t)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            (grad,) = torch.autograd.grad(loss, logits)
+            adam.step(grad)
     end = old.with_logits(logits.detach())
     tokens, _, prob = end.enumerate()
     with torch.no_grad():
@@ -268,7 +305,6 @@ def run_cell(config: dict[str, Any]) -> list[dict[str, Any]]:
     from policies.tasks import TokenCount
     from sims.engines.exact import exact_group_estimator_mean, exact_objective
     from sims.engines.montecarlo import mc_gradient
-    from sims.experiments._common import mc_config
 
     with one_thread():
         quantities = config["quantities"]
@@ -288,8 +324,7 @@ def run_cell(config: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append(_exact("cosine", float((mean * truth).sum() / (mean.norm() * truth.norm()))))
         if any(q in quantities for q in MC_QUANTITIES):
             mc = mc_gradient(new, old, reward, config["objective"], obj_cfg, config["advantage"], adv_cfg,
-                             mc_config(config["replicas"], group_size=k,
-                                       seed=stream_seed(config, SAMPLING_FIELDS, "sampling")), truth=truth)
+                             mc_config(config), truth=truth)
             if "variance" in quantities:
                 var = mc.var_trace
                 rows.append(_row("variance trace", var.estimate, var.low, var.high, "monte carlo"))

@@ -27,3 +27,16 @@ def tiny_spec_path(tmp_path):
     path = tmp_path / "tiny.toml"
     path.write_text(TINY)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tmp_path_factory):
+    """TINY swept once in this process (local backend, one worker): the reference directory."""
+    from sims.sweeps.cli import main
+
+    root = tmp_path_factory.mktemp("sweep-reference")
+    spec = root / "tiny.toml"
+    spec.write_text(TINY)
+    out = root / "out"
+    assert main([str(spec), "--out", str(out), "--workers", "1", "--no-progress"]) == 0
+    return out
