@@ -5,11 +5,16 @@ advantages (a registered estimator, per group) + a registered objective with its
 For each chunk of replicas:
 
 1. sample all sequences at once and compute rewards and advantages;
-2. one autograd call of the objective with ``agg="token-sum"`` gives every token's
-   unnormalised weight (every aggregation is linear with a normaliser c_i that is constant
-   within a sequence — ``theory.aggregation`` derives it — so the weight under ``agg`` is
-   c_i times the token-sum weight); c_i is computed per replica, and one fused pass
-   (``sims.engines.kernels.token_stats``) scales the weights and counts zero weights and log ratios;
+2. every token's unnormalised weight is the weight under ``agg="token-sum"`` (every
+   aggregation is linear with a normaliser c_i that is constant within a sequence —
+   ``theory.aggregation`` derives it — so the weight under ``agg`` is c_i times the token-sum
+   weight); c_i is computed per replica. For a registry objective the fused kernel of
+   ``sims.engines.weights`` computes the scaled weights, zero-weight counts and log ratios in
+   one pass (the *fused* path); otherwise — a user variant or plugin, or with
+   ``MCConfig(weights="autograd")`` — one autograd call of the objective with
+   ``agg="token-sum"`` gives the weights and one fused pass (``sims.engines.kernels.token_stats``)
+   scales them and counts (the *autograd* path, the reference the kernels are tested against).
+   ``MCResult.weight_path`` says which ran;
 3. the policy turns the weights into Σ_r g_r and Σ_r g_r ⊙ g_r for the per-replica gradients
    g_r = Σ_{i∈r,t} w_it ∇θ log π(o_it) (``replica_score_moments``). Table policies (tabular,
    Markov) do it in closed form — with H_r the weighted (row, token) histogram of replica r
@@ -44,9 +49,16 @@ from torch import Tensor
 from policies.tasks import RewardFn, call_reward
 from sims._checks import check_policy_pair, require
 from sims.engines.kernels import token_stats
-from sims.registry import get_advantage, get_objective, require_callable_by
+from sims.engines.weights import FusedObjective, fused_for, fused_token_stats
+from sims.registry import (
+    ObjectiveSpec,
+    get_advantage,
+    get_objective,
+    require_callable_by,
+)
 
 GROUP_LOCAL_ADVANTAGES = ("raw", "group_mean", "drgrpo", "grpo", "rloo", "nsr", "psr")
+WEIGHT_MODES = ("auto", "fused", "autograd")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +74,10 @@ class MCConfig:
         level: confidence level of the intervals.
         seed: seed of the sampling generator.
         max_len: the generation budget for ``seq-mean-token-sum-norm`` (defaults to T).
+        weights: how the gradient weights are computed: ``"auto"`` (the fused kernel of
+            ``sims.engines.weights`` when the objective and config have one, else autograd),
+            ``"fused"`` (the kernel; a ``ValueError`` saying why when there is none) or
+            ``"autograd"`` (always the registered objective's autograd: the reference).
     """
 
     n_replicas: int = 20_000
@@ -72,6 +88,7 @@ class MCConfig:
     level: float = 0.95
     seed: int = 0
     max_len: int | None = None
+    weights: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("n_replicas", "n_groups", "group_size", "chunk", "n_batches"):
@@ -82,6 +99,7 @@ class MCConfig:
                 "n_replicas", self.n_replicas,
                 f"a multiple of n_batches={self.n_batches} with at least 2 replicas per batch")
         require(0 < self.level < 1, "level", self.level, "0 < level < 1")
+        require(self.weights in WEIGHT_MODES, "weights", self.weights, "one of " + ", ".join(WEIGHT_MODES))
 
 
 @dataclass(frozen=True)
@@ -109,6 +127,8 @@ class MCResult:
         zero_weight_frac: fraction of valid tokens whose gradient weight is exactly 0.
         ess_frac: Kish effective sample size / n of the sequence importance ratios in a batch.
         n_sequences: sequences sampled in all.
+        weight_path: ``"fused"`` or ``"autograd"``, how the gradient weights were computed;
+            ``weight_note`` says why (the kernel used, or why there was none).
     """
 
     mean: Tensor
@@ -121,6 +141,8 @@ class MCResult:
     cosine: Interval | None
     mse: Interval | None
     n_sequences: int
+    weight_path: str
+    weight_note: str
 
 
 def _normaliser(agg: str, mask: Tensor, n_rep: int, g: int, k: int, max_len: int) -> Tensor:
@@ -160,7 +182,7 @@ def _jackknife(batch_means: Tensor, fn: Callable[[Tensor], float], level: float)
     return Interval(float(point), float(point - half), float(point + half))
 
 
-def mc_gradient(new_policy, old_policy, reward_fn: RewardFn, objective: str, config: Any,
+def mc_gradient(new_policy, old_policy, reward_fn: RewardFn, objective: str | ObjectiveSpec, config: Any,
                 advantage: str, advantage_config: Any, mc: MCConfig, *,
                 truth: Tensor | None = None) -> MCResult:
     """Bias, variance and MSE of a batch estimator by Monte Carlo (see the module docstring).
@@ -170,9 +192,11 @@ def mc_gradient(new_policy, old_policy, reward_fn: RewardFn, objective: str, con
     ``n_groups`` must equal the policy's P) and ``reward_fn(tokens, mask, prompts)`` is
     called with the prompt ids; otherwise ``reward_fn(tokens, mask)``. ``truth`` (e.g.
     ``sims.engines.exact.exact_objective(new_policy, reward_fn)[1]``) enables the bias, cosine and
-    MSE. Sampling uses only ``torch.Generator().manual_seed(mc.seed)``.
+    MSE. Sampling uses only ``torch.Generator().manual_seed(mc.seed)``. ``objective`` is a
+    registry name or an ``ObjectiveSpec`` (a user variant or plugin: the autograd path).
     """
     spec, est = _check_task(new_policy, old_policy, objective, advantage, mc.n_groups)
+    fused, note = select_weights(spec, config, mc.weights)
     shape = new_policy.score_shape
     if truth is not None:
         require(isinstance(truth, Tensor) and truth.shape == shape, "truth",
@@ -194,7 +218,8 @@ def mc_gradient(new_policy, old_policy, reward_fn: RewardFn, objective: str, con
         while done < per_batch:
             n_rep = min(mc.chunk, per_batch - done)
             c1, c2, zero, ess = _chunk(new_policy, old_policy, reward_fn, spec, token_sum, est,
-                                       advantage_config, config.agg, n_rep, g, k, max_len, gen)
+                                       advantage_config, config.agg, n_rep, g, k, max_len, gen,
+                                       fused=fused)
             s1 += c1
             s2 += c2
             scalars["zero"][j] += zero
@@ -223,11 +248,27 @@ def mc_gradient(new_policy, old_policy, reward_fn: RewardFn, objective: str, con
         mean=mean.reshape(shape), mean_se=mean_se.reshape(shape), var_trace=var_trace, snr=snr,
         zero_weight_frac=_interval(scalars["zero"], level), ess_frac=_interval(scalars["ess"], level),
         bias_norm=bias, cosine=cos, mse=mse, n_sequences=mc.n_replicas * g * k,
+        weight_path="autograd" if fused is None else "fused", weight_note=note,
     )
 
 
-STAGES = ("sample", "reward and advantages", "log-probs", "objective forward and backward",
-          "weights and counts", "replica moments", "zero fraction and ESS")
+STAGES = ("sample", "reward and advantages", "log-probs", "gradient weights and counts", "replica moments",
+          "zero fraction and ESS")
+
+
+def select_weights(spec: ObjectiveSpec, config: Any, mode: str) -> tuple[FusedObjective | None, str]:
+    """``(kernel entry or None for autograd, note)`` for ``MCConfig.weights = mode``: the note
+    names the kernel, or says why the autograd path runs. ``mode="fused"`` without a kernel is a
+    ``ValueError`` with the reason."""
+    require(mode in WEIGHT_MODES, "weights", mode, "one of " + ", ".join(WEIGHT_MODES))
+    if mode == "autograd":
+        return None, "autograd: forced (weights='autograd')"
+    entry, reason = fused_for(spec, config)
+    require(entry is not None or mode == "auto", "weights", mode,
+            f"'auto' or 'autograd': there is no fused kernel here ({reason})")
+    if entry is None:
+        return None, f"autograd: {reason}"
+    return entry, f"fused: sims.engines.weights kernel for {entry.name!r} ({entry.configs})"
 
 
 def _token_sum(config: Any) -> Any:
@@ -236,11 +277,13 @@ def _token_sum(config: Any) -> Any:
     return dataclasses.replace(config, agg="token-sum", max_len=None, group_size=None)
 
 
-def _check_task(new_policy, old_policy, objective: str, advantage: str, n_groups: int):
-    """The registered objective and advantage specs, once the task is checked."""
+def _check_task(new_policy, old_policy, objective, advantage: str, n_groups: int):
+    """The objective's spec (registered by name, or given) and the advantage's, once the task
+    is checked."""
     require(advantage in GROUP_LOCAL_ADVANTAGES, "advantage", advantage,
             "one of " + ", ".join(GROUP_LOCAL_ADVANTAGES) + " (per-group estimators)")
-    spec, est = get_objective(objective), get_advantage(advantage)
+    spec = objective if isinstance(objective, ObjectiveSpec) else get_objective(objective)
+    est = get_advantage(advantage)
     # replicas are concatenated into one call: no extra inputs to give, no batch-coupled selection
     require_callable_by(spec, "the Monte Carlo engine", independent_batches=True)
     check_policy_pair(new_policy, old_policy)
@@ -250,9 +293,12 @@ def _check_task(new_policy, old_policy, objective: str, advantage: str, n_groups
 
 
 def _chunk(new_policy, old_policy, reward_fn, spec, token_sum, est, advantage_config, agg,
-           n_rep, g, k, max_len, gen, lap: Callable[[str], None] = lambda stage: None):
+           n_rep, g, k, max_len, gen, lap: Callable[[str], None] = lambda stage: None, *,
+           fused: FusedObjective | None = None):
     """(Σ_r g_r, Σ_r g_r², summed zero-weight fraction, summed ESS fraction) of one chunk.
-    ``lap(stage)`` is called as each of ``STAGES`` ends (``profile_chunk`` times them)."""
+    ``lap(stage)`` is called as each of ``STAGES`` ends (``profile_chunk`` times them). The
+    weights come from ``fused`` (a ``sims.engines.weights`` kernel) or, when it is ``None``, from
+    autograd of ``spec.loss_fn`` with the token-sum config ``token_sum``."""
     b = g * k
     dtype = new_policy.dtype  # compute in the policy's dtype, accumulate in float64
     dev = new_policy.device
@@ -269,33 +315,38 @@ def _chunk(new_policy, old_policy, reward_fn, spec, token_sum, est, advantage_co
         logp = new_policy.log_prob(tokens, prompts)
         old_logp = old_policy.log_prob(tokens, prompts).to(dtype)
     lap(STAGES[2])
-    logp.requires_grad_(True)
-    loss, _ = spec.loss_fn(logp, old_logp, adv, mask, config=token_sum)
-    (grad,) = torch.autograd.grad(loss, logp)
-    lap(STAGES[3])
     scale = _normaliser(agg, mask, n_rep, g, k, max_len)
-    w, n_zero, n_valid, log_r = token_stats(grad, scale, mask, logp, old_logp)  # w: (R·B, T)
-    lap(STAGES[4])
+    if fused is None:
+        logp.requires_grad_(True)
+        loss, _ = spec.loss_fn(logp, old_logp, adv, mask, config=token_sum)
+        (grad,) = torch.autograd.grad(loss, logp)
+        w, n_zero, n_valid, log_r = token_stats(grad, scale, mask, logp, old_logp)  # w: (R·B, T)
+    else:
+        w, n_zero, n_valid, log_r = fused_token_stats(fused, token_sum, logp, old_logp, adv, mask, scale)
+    lap(STAGES[3])
     s1, s2 = new_policy.replica_score_moments(w, tokens, prompts, n_rep)
-    lap(STAGES[5])
+    lap(STAGES[4])
     zero = n_zero.reshape(n_rep, b).sum(-1) / n_valid.reshape(n_rep, b).sum(-1)
     log_r = log_r.reshape(n_rep, b)
     r = torch.exp(log_r - log_r.max(-1, keepdim=True).values)
     ess = r.sum(-1) ** 2 / (r * r).sum(-1) / b
     out = s1.cpu(), s2.cpu(), float(zero.sum()), float(ess.sum())
-    lap(STAGES[6])
+    lap(STAGES[5])
     return out
 
 
-def profile_chunk(new_policy, old_policy, reward_fn: RewardFn, objective: str, config: Any,
+def profile_chunk(new_policy, old_policy, reward_fn: RewardFn, objective: str | ObjectiveSpec, config: Any,
                   advantage: str, advantage_config: Any, *, n_rep: int, n_groups: int = 1,
-                  group_size: int = 8, repeats: int = 10, seed: int = 0) -> dict[str, float]:
+                  group_size: int = 8, repeats: int = 10, seed: int = 0,
+                  weights: str = "auto") -> dict[str, float]:
     """Seconds per million tokens spent in each of ``STAGES`` by ``mc_gradient``'s chunk step
     (the same code, timed between stages; CUDA is synchronised at each lap), the median over
-    ``repeats`` chunks of ``n_rep`` replicas after one warm-up chunk."""
+    ``repeats`` chunks of ``n_rep`` replicas after one warm-up chunk. ``weights`` as
+    ``MCConfig.weights``."""
     for name, value in (("n_rep", n_rep), ("n_groups", n_groups), ("group_size", group_size), ("repeats", repeats)):
         require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, value, "an int >= 1")
     spec, est = _check_task(new_policy, old_policy, objective, advantage, n_groups)
+    fused, _ = select_weights(spec, config, weights)
     token_sum = _token_sum(config)
     gen = torch.Generator().manual_seed(seed)
     cuda = new_policy.device.type == "cuda"
@@ -311,9 +362,9 @@ def profile_chunk(new_policy, old_policy, reward_fn: RewardFn, objective: str, c
 
     args = (new_policy, old_policy, reward_fn, spec, token_sum, est, advantage_config, config.agg,
             n_rep, n_groups, group_size, new_policy.horizon, gen)
-    _chunk(*args)  # warm-up (kernel compilation, allocator)
+    _chunk(*args, fused=fused)  # warm-up (kernel compilation, allocator)
     for _ in range(repeats):
         clock[0] = time.perf_counter()
-        _chunk(*args, lap=lap)
+        _chunk(*args, lap=lap, fused=fused)
     tokens = n_rep * n_groups * group_size * new_policy.horizon
     return {stage: float(np.median(laps[stage])) / tokens * 1e6 for stage in STAGES}
