@@ -5,8 +5,19 @@ from __future__ import annotations
 
 import torch
 
-from sims.sweeps.cells import (SAMPLING_FIELDS, TASK_FIELDS, canonical_json, cell_key, expand, one_thread,
-                               policy_pair, reward_threshold, run_cell, run_cell_safely, stream_seed)
+from sims.sweeps.cells import (
+    SAMPLING_FIELDS,
+    TASK_FIELDS,
+    canonical_json,
+    cell_key,
+    expand,
+    one_thread,
+    policy_pair,
+    reward_threshold,
+    run_cell,
+    run_cell_safely,
+    stream_seed,
+)
 from sims.sweeps.spec import parse_spec
 from tests.sims.sweeps.conftest import TINY
 
