@@ -76,9 +76,9 @@ def test_plugin_passes_the_battery_and_a_planted_bug_fails_it(installed):
 def test_plugin_is_taken_by_name_by_specs_and_algorithms(installed):
     import torch
 
+    from sims.advantages import NoConfig
     from sims.algorithms import Algorithm, algorithm_loss
     from sims.check.specs import make_spec
-    from sims.advantages import NoConfig
 
     spec = make_spec("topr_token", {"agg": "token-mean"}, group_size=2)
     assert spec.config.agg == "token-mean"
