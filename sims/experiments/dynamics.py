@@ -16,7 +16,13 @@ token, KL(π‖π_init) per token, solutions kept, and the fraction of tokens wh
 exactly 0 in the last update. Bands are 95% t-intervals over seeds.
 
 Algorithms: the registry's GRPO (its k3 KL loss against the initial policy), Dr.GRPO, DAPO, GSPO,
-CISPO, and SGS-CISPO for each p_mode with and without the stop-gradient on S.
+CISPO, SGS-CISPO for each p_mode with and without the stop-gradient on S, and the ablation
+``cispo[rloo, token-mean]``: CISPO with SGS-CISPO's own advantage (RLOO), aggregation (token-mean),
+filter (dynamic sampling) and clip, so that SGS-CISPO − ablation isolates the factor S (the
+registry's CISPO also differs in advantage and aggregation). ``summary["comparisons"][task]["adam"]``
+(also ``summary["paired_vs_cispo_ablation"][task]``) holds those paired differences with the smallest
+detectable difference; ``summary["uniform_correct_entropy"]`` the entropy per token of the policy
+uniform over each prompt's correct answers.
 """
 
 from __future__ import annotations
@@ -30,30 +36,61 @@ import numpy as np
 import pandas as pd
 import torch
 
+from policies.table import all_token_arrays
 from policies.tabular import TabularPolicy
 from policies.tasks import TokenCount, calibrate
 from sims._checks import require
 from sims.algorithms import ALGORITHMS, Algorithm, algorithm_loss
 from sims.experiments._common import Result, mean_interval, seeded
 from sims.experiments._plotting import MARKERS, PALETTE, Figure, fmt, join, legend_outside, line_kw, new_figure, plot_to, style
-from sims.objectives import P_MODES
+from sims.objectives import P_MODES, CispoConfig
 
 NAME = "dynamics"
 TITLE = "Training dynamics on toy tasks (reward, pass@k, entropy, KL, zero-gradient tokens)"
 
 BASE_ALGORITHMS = ("grpo", "drgrpo", "dapo", "gspo", "cispo")
 METRICS = ("reward", "pass@k", "entropy", "kl_to_init", "solutions", "zero_grad_frac")
+ABLATION = "cispo[rloo, token-mean]"
+
+
+def ablated_cispo() -> Algorithm:
+    """SGS-CISPO without S: the registry's ``sgs_cispo`` with objective ``cispo`` at the same clip
+    and aggregation (same advantage, filter and everything else)."""
+    base = ALGORITHMS["sgs_cispo"]
+    c = base.objective_config
+    return dataclasses.replace(base, name=ABLATION, objective="cispo",
+                               objective_config=CispoConfig(eps_low=c.eps_low, eps_high=c.eps_high, agg=c.agg),
+                               notes="ablation: SGS-CISPO with S = 1")
 
 
 def algorithms() -> dict[str, Algorithm]:
-    """The compared compositions: the registry's, plus SGS-CISPO per p_mode and stop-gradient."""
+    """The compared compositions: the registry's, SGS-CISPO per p_mode and stop-gradient, and the
+    ablation ``ABLATION`` (SGS-CISPO with S = 1)."""
     out = {name: ALGORITHMS[name] for name in BASE_ALGORITHMS}
     base = ALGORITHMS["sgs_cispo"]
     for mode in P_MODES:
         for sg in (True, False):
             cfg = dataclasses.replace(base.objective_config, p_mode=mode, stop_grad_s=sg)
             out[f"sgs_cispo[{mode}{'' if sg else ', no sg'}]"] = dataclasses.replace(base, objective_config=cfg)
+    out[ABLATION] = ablated_cispo()
     return out
+
+
+def detectable(diff: np.ndarray, power: float = 0.8) -> float:
+    """Smallest true mean difference a paired two-sided 95% t-interval detects with probability
+    ``power``: (t_{0.975, n−1} + t_{power, n−1})·sd/√n, from the observed paired differences."""
+    from scipy import stats as st
+
+    n = diff.size
+    return float((st.t.ppf(0.975, n - 1) + st.t.ppf(power, n - 1)) * diff.std(ddof=1) / np.sqrt(n))
+
+
+def uniform_correct_entropy(task: str, config: Config) -> float:
+    """Entropy per token of the policy uniform over each prompt's correct answers (by enumeration):
+    log(N_correct) / T, the same for every prompt of both tasks (same reward)."""
+    tokens = all_token_arrays(HORIZON, VOCAB, VOCAB ** HORIZON, "cpu")
+    n_correct = int(REWARD(tokens, torch.ones(tokens.shape, dtype=torch.float64)).sum())
+    return float(np.log(n_correct) / HORIZON)
 
 
 @dataclass(frozen=True)
@@ -196,7 +233,9 @@ def final(table: pd.DataFrame, task: str, name: str, metric: str, step: int) -> 
 def summarise(table: pd.DataFrame, config: Config) -> dict[str, Any]:
     """Final-step means with 95% intervals over seeds, and paired differences SGS − CISPO."""
     last = config.steps
-    out: dict[str, Any] = {"steps": last, "final": {}, "paired_vs_cispo": {}, "initial": {}}
+    out: dict[str, Any] = {"steps": last, "n_seeds": config.n_seeds, "final": {}, "paired_vs_cispo": {},
+                           "initial": {}, "comparisons": {}, "paired_vs_cispo_ablation": {},
+                           "uniform_correct_entropy": {}}
     names = list(dict.fromkeys(table.algorithm))
     for task in dict.fromkeys(table.task):
         out["initial"][task] = {m: float(final(table, task, names[0], m, 0).mean()) for m in METRICS if m != "zero_grad_frac"}
@@ -207,6 +246,15 @@ def summarise(table: pd.DataFrame, config: Config) -> dict[str, Any]:
             out["paired_vs_cispo"][task] = {
                 name: {m: mean_interval(final(table, task, name, m, last) - base[m]) for m in base}
                 for name in names if name.startswith("sgs_cispo")}
+        out["uniform_correct_entropy"][task] = uniform_correct_entropy(task, config)
+        if ABLATION in names:
+            base = {m: final(table, task, ABLATION, m, last) for m in ("entropy", "reward", "solutions")}
+            out["comparisons"][task] = {"adam": {
+                name: {**{m: mean_interval(final(table, task, name, m, last) - base[m]) for m in base},
+                       "detectable_entropy_difference": detectable(final(table, task, name, "entropy", last)
+                                                                   - base["entropy"])}
+                for name in names if name.startswith("sgs_cispo")}}
+            out["paired_vs_cispo_ablation"][task] = out["comparisons"][task]["adam"]
     return out
 
 
