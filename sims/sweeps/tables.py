@@ -198,8 +198,8 @@ def figures(spec: Spec, table) -> list[tuple[str, Any, str]]:
                         ax.plot(s[axis].to_numpy(float), s["value"].to_numpy(float), ls="none", marker=".",
                                 color=PALETTE[i], alpha=0.35, label="_cells")
                     if axis is None:
-                        ax.set_xticks(range(len(names)), [str(i + 1) for i in range(len(names))])
-                        ax.set_xlabel("estimator (legend order)")
+                        ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+                        ax.set_xlabel("estimator (its cells side by side)")
                     else:
                         ax.set_xlabel(AXIS_LABELS[axis])
                         values = np.array(getattr(spec, axis), dtype=float)
@@ -212,7 +212,9 @@ def figures(spec: Spec, table) -> list[tuple[str, Any, str]]:
                     if len(y) and y.min() > 0 and y.max() / y.min() >= 100:
                         ax.set_yscale("log")
                     ax.set_ylabel(quantity)
-                legend_outside(fig, [grid[0][0]], ncol=min(3, max(1, len(names))))
+                if axes_swept:
+                    legend_outside(fig, [grid[0][0]], ncol=min(3, max(1, len(names))))
+                fig.suptitle(quantity)
             what = ("against " + ", ".join(AXIS_LABELS[a] for a in axes_swept)) if axes_swept else "per estimator"
             caption = (f"{quantity} {what}; lines join the means over the other axes and seeds, dots are single cells"
                        if axes_swept else f"{quantity} per estimator: each cell's value with its 95% interval "
