@@ -131,10 +131,24 @@ class _Params(dict):
                           f"--param {key}=VALUE (given: {', '.join(self) or 'none'})")
 
 
+def _branches(e: sp.Expr) -> list[sp.Expr]:
+    """``e`` with every Min/Max replaced, in every combination, by one of its arguments."""
+    nested = sorted(e.atoms(sp.Min, sp.Max), key=sp.count_ops)
+    if not nested:
+        return [e]
+    m = nested[0]
+    return [b for a in m.args for b in _branches(e.xreplace({m: a}))]
+
+
 def auto_breakpoints(w: sp.Expr) -> list[sp.Expr]:
     """Ratios ρ > 0 where the one-token weight ``w(ρ, A)`` can change form: the zeros in ρ of the
     arguments of Heaviside, of the differences of Min/Max arguments and of Piecewise conditions,
-    at A = ±1. Only finite real positive solutions that sympy finds are kept."""
+    at A = ±1 (nested Min/Max solved branch by branch, a root kept when it is a root of the
+    original expression). Only finite real positive solutions that sympy finds are kept.
+
+    >>> auto_breakpoints(sp.Min(RHO, 2) * ADV + sp.Heaviside(RHO - sp.Rational(1, 2)))
+    [1/2, 2]
+    """
     exprs: list[sp.Expr] = []
     for atom in w.atoms(sp.Heaviside):
         exprs.append(atom.args[0])
@@ -151,14 +165,26 @@ def auto_breakpoints(w: sp.Expr) -> list[sp.Expr]:
             f = e.subs(ADV, a)
             if RHO not in f.free_symbols:
                 continue
-            try:
-                sols = sp.solve(sp.Eq(f, 0), RHO)
-            except (NotImplementedError, TypeError, ValueError):
-                continue
-            for s in sols:
-                if s.is_number and s.is_real and s.is_finite and s > 0:
-                    out.add(sp.nsimplify(s))
+            for branch in _branches(f):
+                try:
+                    sols = sp.solve(sp.Eq(branch, 0), RHO)
+                except (NotImplementedError, TypeError, ValueError):
+                    continue
+                for s in sols:
+                    if not (s.is_number and s.is_real and s.is_finite and s > 0):
+                        continue
+                    value = f.subs(RHO, s)
+                    if value.is_number and abs(float(value)) < 1e-12:
+                        out.add(sp.nsimplify(s))
     return sorted(out, key=float)
+
+
+def one_token_weight(entry: TheoryEntry, params: Mapping[str, Any]) -> sp.Expr:
+    """``ratio_weight`` without its final ``simplify`` (fast; for breakpoints and numbers): the
+    one-token weight with ℓ = ℓ_old + log ρ, A as ``ADV``."""
+    seq = Sequence.make(1)
+    (w,) = derive_weights(entry, seq, dict(params))
+    return w.subs(seq.adv[0], ADV).subs(seq.logp[0], seq.old_logp[0] + sp.log(RHO))
 
 
 def make_entry(fn: Callable[..., list[sp.Expr]], name: str | None = None,
@@ -180,7 +206,7 @@ def make_entry(fn: Callable[..., list[sp.Expr]], name: str | None = None,
     else:
         def breaks(p: dict[str, Any]) -> list[sp.Expr]:
             probe = TheoryEntry(label, token_losses, discrete, meta.reference)
-            return auto_breakpoints(ratio_weight(probe, dict(p)))
+            return auto_breakpoints(one_token_weight(probe, p))
     return TheoryEntry(label, token_losses, discrete, meta.reference or "user derivation", breakpoints=breaks)
 
 
