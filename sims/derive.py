@@ -21,6 +21,7 @@ Module import is light (no torch, sympy): ``add_parser`` only.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from typing import Any
@@ -182,6 +183,25 @@ def _grid_values(w, rho, signs):
     return np.array(vals)
 
 
+@functools.lru_cache(maxsize=1)
+def _registry_grids() -> tuple[tuple[str, dict[str, Any], Any, Any], ...]:
+    """(name, default params, one-token weight, its values on the grid) of every comparable registry
+    objective; computed once per process (the registry's defaults do not change)."""
+    import numpy as np
+
+    rho = np.logspace(-2, 2, GRID_POINTS)
+    out = []
+    for name, reg_entry, params in _registry_weights():
+        try:
+            reg_expr = _raw_ratio_weight(reg_entry, {k: _num(v) for k, v in params.items()})
+        except Exception:  # noqa: BLE001 (an entry that needs symbols we cannot give: not comparable)
+            continue
+        reg = _grid_values(reg_expr, rho, (1.0, -1.0))
+        if reg is not None and np.isfinite(reg).all():
+            out.append((name, params, reg_expr, reg))
+    return tuple(out)
+
+
 def nearest_registry(entry: Any, values: dict[str, Any]) -> dict[str, Any] | None:
     """The registry objective (default config) nearest to the derivation's one-token weight, and
     how they differ (module docstring)."""
@@ -197,14 +217,7 @@ def nearest_registry(entry: Any, values: dict[str, Any]) -> dict[str, Any] | Non
     if mine is None:
         return None
     best = None
-    for name, reg_entry, params in _registry_weights():
-        try:
-            reg_expr = _raw_ratio_weight(reg_entry, {k: _num(v) for k, v in params.items()})
-        except Exception:
-            continue
-        reg = _grid_values(reg_expr, rho, signs)
-        if reg is None or not np.isfinite(reg).all():
-            continue
+    for name, params, reg_expr, reg in _registry_grids():
         dist = float(np.mean(np.abs(mine - reg))) / max(float(np.mean(np.abs(reg))), 1e-300)
         if best is None or dist < best[0]:
             best = (dist, name, params, reg_expr, reg)
