@@ -96,3 +96,15 @@ def test_ray_backend_usage_errors(tmp_path, capsys):
     code, err, _ = _run(tmp_path, capsys, "SPEC", "--out", "OUT", "--backend", "ray", "--address", address,
                         "--workers", "2")
     assert code == 2 and "with --address the cluster's resources decide" in err
+
+
+def test_readme_shows_the_example_and_every_spec_key():
+    from pathlib import Path
+
+    from sims.sweeps.spec import AXES, DYNAMICS_KEYS
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme[readme.index("## Sweeps: `pgverify sweep`"):]
+    assert EXAMPLE in section
+    for key in ("quantities", *AXES, "[objectives.NAME]", "[advantages.NAME]", "[dynamics]", *DYNAMICS_KEYS):
+        assert f"`{key}`" in section, key
