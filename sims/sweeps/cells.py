@@ -152,6 +152,7 @@ def expand(spec: Spec, device: str = "cpu") -> list[Cell]:
     from sims.sweeps.spec import MAX_CELLS
 
     cells: list[Cell] = []
+    seen: dict[str, int] = {}
     dynamics = None if spec.dynamics is None else dataclasses.asdict(spec.dynamics)
     for objective, obj_fields in spec.objectives:
         for obj_values in _grid(obj_fields):
@@ -167,7 +168,14 @@ def expand(spec: Spec, device: str = "cpu") -> list[Cell]:
                             "divergence_value": size, "group_size": k, "replicas": reps, "seed": seed,
                             "quantities": list(spec.quantities), "dynamics": dynamics, "device": device,
                         }
-                        cells.append(Cell(len(cells), config, cell_key(config)))
+                        key = cell_key(config)
+                        if key in seen:
+                            raise SpecError(
+                                f"cells {seen[key]} and {len(cells)} are the same ({objective} with "
+                                f"{config['objective_config']}); allowed: values that give different cells (agg = "
+                                f"'default' is each objective's own aggregation, here {config['objective_config']['agg']!r})")
+                        seen[key] = len(cells)
+                        cells.append(Cell(len(cells), config, key))
                         if len(cells) > MAX_CELLS:
                             raise SpecError(f"the grid has more than {MAX_CELLS} cells; allowed: at most {MAX_CELLS} "
                                             "(split the sweep)")

@@ -119,7 +119,8 @@ def run_sweep(spec: Spec, cells: list[Cell], directory: str | os.PathLike, execu
                 bar.update(1)
     finally:
         bar.close()
-    outcome.failures.sort(key=lambda f: next(c.index for c in cells if c.key == f.key))
+    order = {c.key: c.index for c in cells}
+    outcome.failures.sort(key=lambda f: order[f.key])
     provenance = dict(base, status="failed" if outcome.failures else "complete", finished=_now(),
                       wall_seconds=round(time.perf_counter() - clock, 3), commit=git_commit(), versions=versions(),
                       command=sys.argv, skipped=outcome.skipped, ran=outcome.ran,

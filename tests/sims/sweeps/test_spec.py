@@ -69,6 +69,7 @@ BAD = [
     (("[objectives.cispo]\n[objectives.ppo_clip]\neps_high = 0.28\n", ""), ["no [objectives.NAME] table", "zero cells"]),
     (("quantities = [", "quantities = [\n"), []),  # still valid: the control case
     (("seeds = [0, 1]", "seeds = [0, 1"), ["not valid TOML"]),
+    (("group_size = 2", 'group_size = 2\nagg = ["default", "token-mean"]'), ["are the same", "'token-mean'"]),
 ]
 
 
