@@ -40,16 +40,21 @@ def add_parser(sub: Any) -> None:
                    help="a setting of the derivation given with --theory (repeatable)")
     p.add_argument("--out", default="compare", metavar="DIR",
                    help="output directory: new, empty or a previous report (default compare/)")
-    p.add_argument("--quick", action="store_true", help="the quick sweeps")
+    p.add_argument("--quick", action="store_true", help="the quick sweeps (same as --scale quick)")
+    p.add_argument("--scale", choices=("tiny", "quick", "full"), default=None,
+                   help="sweep size: tiny (a smoke run, seconds), quick, full (default full, or quick with --quick)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--seed", type=_seed, default=0, help="base seed (default 0)")
-    p.set_defaults(func=_cmd_compare, scale=None)
+    p.set_defaults(func=_cmd_compare)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from sims import outputs
     from sims.check.target import UsageError
 
+    if args.quick and args.scale not in (None, "quick"):
+        sys.stderr.write(f"pgverify compare: error: --quick and --scale {args.scale} disagree; allowed: one of them\n")
+        return 2
     try:
         outputs.check_report_dir("--out", args.out)
     except outputs.OutputError as exc:
