@@ -89,8 +89,8 @@ def _make_executor(args: argparse.Namespace, workers: int):
         return LocalExecutor(workers)
     try:
         executor = RayExecutor(args.address, None if args.address else workers, args.device)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        return f"--address {args.address!r}: Ray could not connect ({exc})"
+    except Exception as exc:  # noqa: BLE001 (whatever ray.init raises, the run cannot start: a usage error)
+        return f"--backend ray --address {args.address!r}: Ray could not start or connect ({type(exc).__name__}: {exc})"
     if args.device.startswith("cuda") and executor.gpus == 0:
         executor.close()
         return f"--device {args.device!r}: the Ray cluster has no GPU; allowed: cpu, or a cluster with GPUs"
@@ -124,11 +124,13 @@ def command(args: argparse.Namespace) -> int:
         return _error(message)
     from sims.cli import _device_error
 
-    if args.backend == "local" or args.address is None:  # on a cluster the workers' devices count
+    if args.backend == "local" or args.address is None:
         device_message = _device_error("sweep", args.device)
         if device_message:
             sys.stderr.write(device_message)
             return 2
+    elif args.device.split(":")[0] not in ("cpu", "cuda"):  # on a cluster the workers' devices count
+        return _error(f"--device {args.device!r} is not supported; allowed: cpu, cuda, cuda:N")
     from sims.sweeps.cells import expand
     from sims.sweeps.spec import SpecError, parse_spec
 
@@ -145,8 +147,14 @@ def command(args: argparse.Namespace) -> int:
         return _error(executor)
     from sims.sweeps.run import run_sweep
 
-    outcome = run_sweep(spec, cells, args.out, executor, device=args.device, address=args.address,
-                        progress=not args.no_progress)
+    try:
+        outcome = run_sweep(spec, cells, args.out, executor, device=args.device, address=args.address,
+                            progress=not args.no_progress)
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM through sims.outputs.handle_signals
+        signal_name = "SIGTERM" if isinstance(exc, outputs.Terminated) else "SIGINT"
+        sys.stderr.write(f"pgverify sweep: interrupted ({signal_name}); the finished cells are kept in "
+                         f"{args.out}/cells and no table was written; rerun to continue\n")
+        return outputs.exit_code(exc)
     sys.stdout.write(f"wrote {args.out}/table.parquet, table.csv, SUMMARY.md, figures/: {outcome.n_cells} cells "
                      f"({outcome.skipped} already finished, {outcome.ran} run, {len(outcome.failures)} failed)\n")
     if outcome.failures:
@@ -173,5 +181,5 @@ def main(argv: list[str] | None = None) -> int:
             args = parser.parse_args(["sweep", *(sys.argv[1:] if argv is None else argv)])
             return args.func(args)
         except KeyboardInterrupt as exc:
-            sys.stderr.write(outputs.stop_message(exc).replace("partial output removed", "finished cells kept"))
+            sys.stderr.write(outputs.stop_message(exc))
             return outputs.exit_code(exc)

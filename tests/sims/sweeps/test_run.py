@@ -109,6 +109,6 @@ def test_an_interrupted_sweep_keeps_finished_cells_and_writes_no_table(tiny_spec
     monkeypatch.setattr(run_mod, "run_cell_safely", interrupted)
     out = tmp_path / "out"
     assert main([str(tiny_spec_path), "--out", str(out), "--workers", "1", "--no-progress"]) == 130
-    assert "interrupted (SIGINT); finished cells kept" in capsys.readouterr().err
+    assert "interrupted (SIGINT); the finished cells are kept in" in capsys.readouterr().err
     assert len(_stored(out)) == 1 and not (out / "table.csv").exists()
     assert not [p for p in out.rglob("*") if p.name.startswith(".pgverify-")]  # no temporary file left
