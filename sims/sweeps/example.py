@@ -3,7 +3,7 @@
 EXAMPLE = """\
 # A pgverify sweep spec (TOML). Every axis takes one value or a list of values; a list is swept,
 # and the grid is every combination. Run it:  pgverify sweep example.toml --out sweep-example
-# (24 cells: 2 objective configs + 1 x 2 advantages x 2 horizons x 2 seeds; well under a minute).
+# (24 cells: (2 cispo configs + ppo_clip) x 2 advantages x 2 horizons x 2 seeds; under a minute).
 
 # what each cell measures: bias (exact), variance, zero_weight_frac, ess (Monte Carlo), dynamics
 quantities = ["bias", "variance", "zero_weight_frac", "ess"]
