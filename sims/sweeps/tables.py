@@ -216,7 +216,8 @@ def figures(spec: Spec, table) -> list[tuple[str, Any, str]]:
                     legend_outside(fig, [grid[0][0]], ncol=min(3, max(1, len(names))))
                 fig.suptitle(quantity)
             what = ("against " + ", ".join(AXIS_LABELS[a] for a in axes_swept)) if axes_swept else "per estimator"
-            caption = (f"{quantity} {what}; lines join the means over the other axes and seeds, dots are single cells"
+            caption = (f"{quantity} {what}; lines join the means over the other axes and seeds, dots are single cells; "
+                       "estimators with equal values (common random numbers make them exactly equal) overlap"
                        if axes_swept else f"{quantity} per estimator: each cell's value with its 95% interval "
                        "(exact numbers have none)")
             out.append((f"{stem}.png", fig, caption))
