@@ -24,9 +24,14 @@ def package_version() -> str:
 
 def git_commit() -> str | None:
     """The commit of the source tree pgverify runs from, with ``-dirty`` when it has uncommitted
-    changes; None outside a git checkout."""
+    changes; None when pgverify is not run from its own git checkout (an installed copy inside some
+    other repository, e.g. a virtual environment in the user's project, is not that project)."""
     root = Path(__file__).resolve().parents[2]
     try:
+        top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        if Path(top).resolve() != root:
+            return None
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
