@@ -11,16 +11,18 @@ from __future__ import annotations
 from types import ModuleType
 
 from sims.experiments import (bias_variance, difficulty, dynamics, gspo_weight, kl_estimators, length_bias,
-                              sgs, survival)
+                              lm_dynamics, sgs, survival)
 
 EXPERIMENTS: dict[str, ModuleType] = {m.NAME: m for m in (
-    bias_variance, gspo_weight, survival, length_bias, difficulty, sgs, dynamics, kl_estimators)}
+    bias_variance, gspo_weight, survival, length_bias, difficulty, sgs, dynamics, lm_dynamics, kl_estimators)}
 
-SCALES = ("tiny", "quick", "full")
+SCALES = ("tiny", "quick", "full", "large")
 
 
 def config_for(name: str, scale: str):
-    """The ``scale`` sweep (``tiny``, ``quick`` or ``full``) of experiment ``name``."""
+    """The ``scale`` sweep (``tiny``, ``quick``, ``full`` or ``large``) of experiment ``name``; an
+    experiment without a ``large`` sweep (a GPU or cluster scale) runs its ``full`` one there."""
     if scale not in SCALES:
         raise ValueError(f"scale={scale!r} is invalid; allowed: {', '.join(SCALES)}")
-    return getattr(EXPERIMENTS[name].Config, scale)()
+    cls = EXPERIMENTS[name].Config
+    return getattr(cls, scale if hasattr(cls, scale) else "full")()
