@@ -106,8 +106,8 @@ class Config:
     group_size: int = 8
     steps: int = 40
     n_updates: int = 2
-    lr_adam: float = 3e-3
-    lr_sgd: float = 0.3
+    lr_adam: float = 1e-3
+    lr_sgd: float = 0.1
     n_seeds: int = 32
     algorithms: tuple[str, ...] | None = None
     sgd_algorithms: tuple[str, ...] = ("sgs_cispo[sequence]", ABLATION)
