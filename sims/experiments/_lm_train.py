@@ -431,7 +431,8 @@ def bench_lockstep(device: str = "cpu", *, quick: bool = False) -> dict[str, Any
     experiment's LM (1 layer, d_model 32, 2 heads, float32), SGS-CISPO with Adam, 2 updates per batch,
     S = 32 seeds; at the experiment's batch (G = 8 prompts × K = 8) and at a small one (2 × 4), where
     the loop is bound by per-call overhead. Each path is timed over ``steps`` steps after one warm-up
-    step, from the same start and generator streams (so both sample the same tokens)."""
+    step, from the same start and generator streams (so both sample the same tokens). Returns
+    ``{"lm_lockstep_G8xK8": {...}, "lm_lockstep_G2xK4": {...}}``, each with both rates and their ratio."""
     from policies.lm_tasks import SumModTask
     from sims.experiments.dynamics import algorithms
 
@@ -440,7 +441,7 @@ def bench_lockstep(device: str = "cpu", *, quick: bool = False) -> dict[str, Any
     task = SumModTask(vocab=16, modulus=4, horizon=4, n_prompts=8, seed=0)
     shape = LMShape(vocab=16, prompt_len=2, horizon=4, d_model=32, n_heads=2, d_ff=64)
     p0 = init_params(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float32, device=device)
-    out: dict[str, Any] = {"seeds": n_seeds, "steps_timed": steps}
+    out: dict[str, Any] = {}
     for label, n_prompts, k in (("G8xK8", 8, 8), ("G2xK4", 2, 4)):
         spec = StepSpec(shape, task.prompt_tokens[:n_prompts].to(device), None, task.reward, k, 2,
                         algorithms()["sgs_cispo[sequence]"], Optimiser("adam", 1e-3))
@@ -459,5 +460,6 @@ def bench_lockstep(device: str = "cpu", *, quick: bool = False) -> dict[str, Any
         for _ in range(steps):
             per_seed_step(spec, refs, opts, gens)
         loop = n_seeds * steps / (time.perf_counter() - start)
-        out[label] = {"vectorised_seed_steps_per_s": vec, "loop_seed_steps_per_s": loop, "vectorised_over_loop": vec / loop}
-    return {"lm_lockstep": out}
+        out[f"lm_lockstep_{label}"] = {"vectorised_seed_steps_per_s": vec, "loop_seed_steps_per_s": loop,
+                                       "vectorised_over_loop": vec / loop}
+    return out
