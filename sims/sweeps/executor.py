@@ -10,7 +10,8 @@ that runs independent pure cells can sit on it (a ``pgverify report`` experiment
 * ``LocalExecutor(workers)``: with one worker, the calls run in this process one after the other;
   with more, a ``concurrent.futures.ProcessPoolExecutor`` of ``forkserver`` processes (started from a
   clean server process, never forked from a threaded parent) that ignore SIGINT, so Ctrl-C reaches
-  only this process, which stops the pool.
+  only this process, which stops the pool; a worker whose driver was SIGKILLed exits within a
+  second.
 * ``RayExecutor(address, workers, device)``: ``ray.init(address=ADDR)`` joins a running cluster;
   without an address a local Ray instance with ``workers`` CPUs is started (and stopped at the end).
   Each call is a Ray task with ``num_cpus=1`` (``num_gpus=1`` with a CUDA device) and
@@ -22,6 +23,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,8 +78,28 @@ class Executor:
         self.close()
 
 
-def _ignore_sigint() -> None:
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - a process of another user has that pid
+        return True
+    return True
+
+
+def _watch_driver(pid: int, interval: float) -> None:
+    while _alive(pid):
+        time.sleep(interval)
+    os._exit(1)  # the driver is gone (SIGKILL): nobody will read this worker's result
+
+
+def _worker_init(driver_pid: int, interval: float = 1.0) -> None:
+    """In each pool worker: ignore SIGINT (the driver handles Ctrl-C and stops the pool), and exit
+    within ``interval`` seconds of the driver's death — a SIGKILLed driver cannot stop its workers,
+    which would otherwise wait on the pool's queue forever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_driver, args=(driver_pid, interval), daemon=True).start()
 
 
 class LocalExecutor(Executor):
@@ -99,7 +122,8 @@ class LocalExecutor(Executor):
 
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)
-        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_ignore_sigint)
+        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_worker_init,
+                                         initargs=(os.getpid(),))
         futures = {self._pool.submit(fn, item): i for i, item in enumerate(items)}
         self._unfinished = True
         for future in as_completed(futures):

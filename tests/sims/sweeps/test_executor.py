@@ -70,3 +70,16 @@ def test_ray_addresses_are_checked():
         server.bind(("127.0.0.1", 0))
         server.listen()
         assert check_ray_address(f"127.0.0.1:{server.getsockname()[1]}") is None
+
+
+def test_a_worker_exits_when_its_driver_is_gone(monkeypatch):
+    import subprocess
+
+    from sims.sweeps import executor
+
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    exits = []
+    monkeypatch.setattr(executor.os, "_exit", lambda code: exits.append(code))
+    executor._watch_driver(finished.pid, 0.0)  # returns at once: the driver is dead
+    assert exits == [1] and executor._alive(os.getpid())
