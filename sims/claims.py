@@ -162,6 +162,8 @@ NEGATION: dict[str, str] = {
         "without the stop-gradient the suppression acts differently (an extra term pushes P up)",
     "SGS keeps entropy higher than CISPO": "SGS does not keep entropy higher than CISPO",
     "SGS prevents entropy collapse": "SGS does not prevent entropy collapse",
+    "SGS avoids over-learning what the model already knows":
+        "SGS does not avoid over-learning what the model already knows",
     "the leave-one-out baseline is unbiased": "the leave-one-out baseline is biased",
     "it gives a more accurate signal than the group mean (beyond a constant scale)":
         "it gives the same signal as the group mean up to a constant scale",
@@ -664,53 +666,101 @@ def c12(r):
     ]
 
 
-def _entropy_comparison(dy: dict[str, Any], task: str, ablation_key: str, init: float
-                        ) -> tuple[bool | None, str]:
-    """"SGS keeps entropy higher than CISPO" on ``task``: the paired difference (SGS − CISPO) of
-    final entropy per variant (95% CI over seeds) against ENTROPY_DELTA × initial entropy,
-    Holm-corrected over the variants (``sims.evidence.any_beyond_holm``), with the power."""
-    from sims.evidence import any_beyond_holm
+DYNAMICS = (("dynamics", "tabular policy"), ("lm_dynamics", "tiny transformer LM"))
+MULTI_ANSWER_ENTROPY = 0.1  # a task whose uniform-over-correct entropy is below this (nats/token) has ~one answer
 
-    paired = dy[ablation_key].get(task, {})
-    variants = {k: v["entropy"] for k, v in paired.items() if "no sg" not in k}
-    if not variants:
-        return None, f"{task}: no SGS variant was compared"
-    delta = ENTROPY_DELTA.current * init
-    outcome, adj = any_beyond_holm(variants, delta)
-    n = dy.get("n_seeds")
-    e0 = next(iter(variants.values()))
-    return outcome, (f"{task}: paired difference of final entropy, SGS − CISPO ({ablation_key}), 95% CI over seeds: "
-                     + "; ".join(f"{k}: {v} (Holm p = {_fmt(adj[k])})" for k, v in variants.items())
-                     + f"; against δ = {ENTROPY_DELTA.current:g} × initial {_fmt(init)} = {_fmt(delta)} nats/token"
-                     + (f"; {power_text(e0, delta, n, 'nats/token', samples='seeds')}" if n else ""))
+
+def _dynamics_setups(r: dict[str, Result]):
+    """Every (setup, task, optimiser) of the training-dynamics experiments with the paired
+    comparisons SGS − ablated CISPO (same advantage, aggregation and clip; rule 3): yields dicts
+    with ``name``, ``comparisons`` {variant: {metric: Estimate}}, ``initial``, ``h_uc``, ``final``
+    {variant: {metric: Estimate}}, ``n_seeds``."""
+    for exp, family in DYNAMICS:
+        if exp not in r:
+            continue
+        dy = r[exp].summary
+        for task, by_opt in dy.get("comparisons", {}).items():
+            for opt, comps in by_opt.items():
+                final = dy["final"][task].get(opt, {}) if isinstance(dy["final"][task], dict) else {}
+                yield {"name": f"{family}, {task}, {opt}", "comparisons": comps, "initial": dy["initial"][task],
+                       "h_uc": dy.get("uniform_correct_entropy", {}).get(task), "final": final,
+                       "n_seeds": dy.get("n_seeds"), "steps": dy.get("steps")}
+
+
+def _sgs_variants(comps: dict[str, Any]) -> dict[str, Any]:
+    """The SGS variants as proposed (with the stop-gradient; not the (k, τ) grid, not a bonus)."""
+    return {k: v for k, v in comps.items() if k.startswith("sgs") and "no sg" not in k and "k=" not in k
+            and "bonus" not in k}
+
+
+def _across(setups: list[tuple[str, bool | None, bool]]) -> tuple[bool | None, str]:
+    """Rule 2 over setups (name, outcome, resolves δ): the resolving, decided setups decide; if they
+    disagree the part depends on the setup (undecided); if none resolves δ it is undecided."""
+    decisive = [(n, o) for n, o, res in setups if res and o is not None]
+    if not decisive:
+        return None, "no setup both resolves δ and decides"
+    if len({o for _, o in decisive}) > 1:
+        return None, "the setups disagree: " + ", ".join(f"{n}: {_outcome_word(o)}" for n, o in decisive)
+    return decisive[0][1], "decided by " + "; ".join(n for n, _ in decisive)
+
+
+def _paired_part(r, metric: str, sign: float, delta_of, what: str) -> tuple[bool | None, str]:
+    """A comparison SGS vs ablated CISPO on ``metric`` (oriented by ``sign`` so the claimed
+    direction is positive) in every dynamics setup: Holm over the SGS variants of a setup, δ from
+    ``delta_of(setup)``, power from the interval; combined over setups by ``_across``."""
+    from sims.evidence import any_beyond_holm, oriented
+
+    rows, texts = [], []
+    for st in _dynamics_setups(r):
+        variants = {k: oriented(v[metric], sign) for k, v in _sgs_variants(st["comparisons"]).items()
+                    if v.get(metric) is not None and math.isfinite(v[metric].value)}
+        d = delta_of(st)
+        if not variants or d is None:
+            continue
+        outcome, adj = any_beyond_holm(variants, d)
+        widest = max(variants.values(), key=lambda e: e.high - e.low)
+        resolves = detectable(widest) <= d
+        rows.append((st["name"], outcome, resolves))
+        n = st["n_seeds"]
+        texts.append(f"{st['name']} (step {st['steps']}): " + ", ".join(
+            f"{k}: {v} (Holm p = {_fmt(adj[k])})" for k, v in variants.items())
+            + f" against δ = {_fmt(d)} → {_outcome_word(outcome)}; "
+            + (power_text(widest, d, n, samples="seeds") if n else f"smallest detectable {_fmt(detectable(widest))}"))
+    if not rows:
+        return None, f"no training run compared SGS with the ablated CISPO on {what}"
+    outcome, how = _across(rows)
+    return outcome, (f"paired difference of {what}, SGS − CISPO ablation (same advantage, aggregation and clip; "
+                     f"95% CI over seeds, oriented so that the claim is positive): " + "; ".join(texts) + f"; {how}")
 
 
 def c13(r):
-    dy = r["dynamics"].summary
-    parts_a, parts_b = [], []
-    for task in dy.get("decision_tasks", ["multi-solution"]):
-        init = dy["initial"][task]["entropy"]
-        key = "paired_vs_cispo_ablation" if "paired_vs_cispo_ablation" in dy else "paired_vs_cispo"
-        o, t = _entropy_comparison(dy, task, key, init)
-        if key == "paired_vs_cispo":
-            t += " (registry algorithms: the advantage estimators differ, not an ablation)"
-        parts_a.append((o, t))
-        h_uc = dy.get("uniform_correct_entropy", {}).get(task)
-        sgs = [k for k in dy["final"][task] if k.startswith("sgs") and "no sg" not in k]
-        if h_uc is None or not sgs:
-            parts_b.append((None, f"{task}: no attainable reference entropy (uniform over the correct answers) measured"))
+    ent_o, ent_t = _paired_part(r, "eval_entropy", 1.0, lambda st: ENTROPY_DELTA.current * st["initial"]["entropy"],
+                                "final entropy per token")
+    over_o, over_t = _paired_part(
+        r, "overlearning", -1.0,
+        lambda st: (ENTROPY_DELTA.current * st["initial"]["entropy_known"]
+                    if st["initial"].get("entropy_known") and math.isfinite(st["initial"]["entropy_known"]) else None),
+        "the entropy drop on prompts already solved (> 90%), less is better")
+    rows, texts = [], []
+    for st in _dynamics_setups(r):
+        h_uc = st["h_uc"]
+        sgs = {k: v for k, v in st["final"].items() if k in _sgs_variants(st["comparisons"]) and v}
+        if h_uc is None or h_uc < MULTI_ANSWER_ENTROPY or not sgs:
             continue
-        best = max((dy["final"][task][k]["entropy"] for k in sgs), key=lambda e: e.value)
-        kept = Estimate(best.value / h_uc, best.low / h_uc, best.high / h_uc)
-        o2 = beyond(Estimate(kept.value - 1, kept.low - 1, kept.high - 1), -COLLAPSE_DELTA.current)
-        parts_b.append((o2, f"{task}: best SGS variant's final entropy {best} nats/token relative to the "
-                            f"uniform-over-correct-answers entropy H_uc = {_fmt(h_uc)}: {kept} against 1 − δ = "
-                            f"{_fmt(1 - COLLAPSE_DELTA.current)} ({COLLAPSE_DELTA.name}) → {_outcome_word(o2)}"))
+        name, best = max(((k, v["eval_entropy"]) for k, v in sgs.items()), key=lambda kv: kv[1].value)
+        kept = Estimate(best.value / h_uc - 1, best.low / h_uc - 1, best.high / h_uc - 1)
+        o = beyond(kept, -COLLAPSE_DELTA.current)
+        rows.append((st["name"], o, detectable(kept) <= COLLAPSE_DELTA.current))
+        texts.append(f"{st['name']}: {name} ends at {best} nats/token, H/H_uc − 1 = {kept} with H_uc = {_fmt(h_uc)} "
+                     f"→ {_outcome_word(o)}")
+    coll_o, how = _across(rows) if rows else (None, "no multi-answer task was trained")
+    coll_t = (f"final entropy of the best SGS variant relative to the uniform-over-correct-answers entropy H_uc "
+              f"(rule 9), against −δ = {-COLLAPSE_DELTA.current:g} ({COLLAPSE_DELTA.name}): " + "; ".join(texts)
+              + f"; {how}")
     return [
-        Part("SGS keeps entropy higher than CISPO", _all_hold(o for o, _ in parts_a), "; ".join(t for _, t in parts_a),
-             full_scale_only=True),
-        Part("SGS prevents entropy collapse", _all_hold(o for o, _ in parts_b), "; ".join(t for _, t in parts_b),
-             full_scale_only=True),
+        Part("SGS keeps entropy higher than CISPO", ent_o, ent_t, full_scale_only=True),
+        Part("SGS prevents entropy collapse", coll_o, coll_t, full_scale_only=True),
+        Part("SGS avoids over-learning what the model already knows", over_o, over_t, full_scale_only=True),
     ]
 
 
@@ -773,7 +823,8 @@ CLAIMS: dict[str, tuple[str, Callable, tuple[str, ...]]] = {
     "C10": ("PPO's clip zeroes the gradient of breakthrough tokens and stops their learning", c10, ("survival",)),
     "C11": ("CISPO's gradient is never killed, only bounded: a stable REINFORCE", c11, ("survival", "bias_variance")),
     "C12": ("SGS: no suppression for A ≤ 0; smooth suppression as confidence grows", c12, ("sgs",)),
-    "C13": ("SGS prevents entropy collapse", c13, ("dynamics",)),
+    "C13": ("SGS prevents entropy collapse and avoids over-learning what the model already knows", c13,
+            ("dynamics", "lm_dynamics")),
     "C14": ("A leave-one-out baseline is more accurate than the group mean", c14, ("difficulty",)),
     "C15": ("SGS-CISPO unifies the fixes (stability, no length/difficulty bias, exploration)", c15, ("difficulty",)),
 }

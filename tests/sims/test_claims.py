@@ -221,33 +221,46 @@ def test_rule2_a_setup_that_cannot_resolve_delta_does_not_decide_and_disagreeing
     assert part.holds is None and "disagree" in part.evidence
 
 
-def _dynamics_summary(diff, se, final_entropy, h_uc=1.05, n_seeds=64):
-    return {"decision_tasks": ["multi-solution"], "initial": {"multi-solution": {"entropy": 1.386}},
-            "paired_vs_cispo_ablation": {"multi-solution": {"sgs_cispo[token]": {"entropy": _est(diff, se)},
-                                                            "sgs_cispo[sequence]": {"entropy": _est(0.0, se)}}},
-            "final": {"multi-solution": {"sgs_cispo[token]": {"entropy": _est(final_entropy, 0.01)}}},
-            "uniform_correct_entropy": {"multi-solution": h_uc}, "n_seeds": n_seeds}
+def _dynamics_summary(diff, se, final_entropy, h_uc=1.05, n_seeds=64, over=-0.2):
+    comps = {v: {"eval_entropy": _est(d, se), "overlearning": _est(over, se)}
+             for v, d in (("sgs_cispo[token]", diff), ("sgs_cispo[sequence]", 0.0))}
+    comps["sgs_cispo[k=1, tau=0.5]"] = {"eval_entropy": _est(5.0, 0.01)}  # the grid never decides (rule 5)
+    return {"initial": {"sum mod m": {"entropy": 1.386, "entropy_known": 1.0}},
+            "comparisons": {"sum mod m": {"adam": comps}},
+            "final": {"sum mod m": {"adam": {"sgs_cispo[token]": {"eval_entropy": _est(final_entropy, 0.01)}}}},
+            "uniform_correct_entropy": {"sum mod m": h_uc}, "n_seeds": n_seeds, "steps": 100}
 
 
 @pytest.mark.parametrize("diff, se, expected", [
     (0.3, 0.02, True),     # far beyond δ = 0.05 × 1.386 = 0.069 even after Holm over 2 variants
     (0.0, 0.005, False),   # both variants resolved and short of δ
     (0.08, 0.02, None),    # straddles δ
+    (0.3, 0.2, None),      # beyond δ by its point, but the seeds cannot resolve δ: undecided, with the seeds needed
 ])
 def test_rules_3_4_entropy_comparison_uses_the_ablation_holm_and_states_power(diff, se, expected):
-    part = claims.c13({"dynamics": _res("dynamics", _dynamics_summary(diff, se, 1.0))})[0]
+    part = claims.c13({"lm_dynamics": _res("lm_dynamics", _dynamics_summary(diff, se, 1.0))})[0]
     assert part.holds is expected, part.evidence
-    assert "Holm p" in part.evidence and "paired_vs_cispo_ablation" in part.evidence
+    assert "Holm p" in part.evidence and "CISPO ablation (same advantage, aggregation and clip" in part.evidence
     assert "smallest detectable effect" in part.evidence and "seeds = 64" in part.evidence
+    assert "k=1" not in part.evidence  # the sensitivity grid is not the decision
+    if se == 0.2:
+        assert "would need seeds ≈" in part.evidence
 
 
 @pytest.mark.parametrize("final, expected", [(1.0, True), (0.5, False), (0.945, None)])
 def test_rule9_collapse_is_measured_against_the_uniform_over_correct_entropy(final, expected):
     # H_uc = 1.05: a policy spread over every correct answer keeps 1.0 (0.95 H_uc) and holds, though it
     # is only 0.72 of the initial 1.386 — the old 0.9 × initial threshold could never be met
-    part = claims.c13({"dynamics": _res("dynamics", _dynamics_summary(0.0, 0.005, final))})[1]
+    part = claims.c13({"lm_dynamics": _res("lm_dynamics", _dynamics_summary(0.0, 0.005, final))})[1]
     assert part.holds is expected, part.evidence
     assert "H_uc = 1.05" in part.evidence
+
+
+@pytest.mark.parametrize("over, expected", [(-0.3, True), (0.0, False)])
+def test_c13_over_learning_part_reads_the_solved_prompts_entropy_drop(over, expected):
+    part = claims.c13({"lm_dynamics": _res("lm_dynamics", _dynamics_summary(0.0, 0.005, 1.0, over=over))})[2]
+    assert part.text == "SGS avoids over-learning what the model already knows"
+    assert part.holds is expected, part.evidence
 
 
 def test_rule11_full_scale_only_parts_are_undecided_below_full_scale():
