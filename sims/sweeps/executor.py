@@ -20,6 +20,7 @@ that runs independent pure cells can sit on it (a ``pgverify report`` experiment
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -207,6 +208,7 @@ class RayExecutor(Executor):
     def close(self) -> None:
         ray = self._ray
         for ref in self._pending:
-            ray.cancel(ref, force=True)
+            with contextlib.suppress(Exception):  # a task that ended meanwhile cannot be cancelled
+                ray.cancel(ref, force=True)
         self._pending = []
         ray.shutdown()
