@@ -24,7 +24,7 @@ def add_parser(sub: Any) -> None:
                     "sequence-ratio weight, the gradient-survival map, length bias, difficulty weighting under "
                     "--advantage, a short training run) for every objective named, registry names and your "
                     "targets alike, and write a report (REPORT.md, PNG, CSV, JSON, provenance) to --out. "
-                    "Exit code 2 for a usage error.")
+                    "Exit code 2 for a usage error, 3 when an experiment failed (the report says which).")
     p.add_argument("objectives", nargs="+", metavar="NAME_OR_TARGET",
                    help="a registry objective (pgverify list) or path/to/loss.py:function")
     p.add_argument("--theory", metavar="FILE.py:FUNCTION",
@@ -76,9 +76,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         return 2
     scale = args.scale or ("quick" if args.quick else "full")
     try:
-        build_comparison(plan, args.out, scale=scale, seed=args.seed, device=args.device, progress=True)
+        sections = build_comparison(plan, args.out, scale=scale, seed=args.seed, device=args.device, progress=True)
     except outputs.OutputError as exc:
         sys.stderr.write(f"pgverify compare: error: {exc}\n")
         return 2
     sys.stdout.write(f"wrote {args.out}/REPORT.md: {', '.join(o.label for o in plan.objectives)}\n")
-    return 0
+    failed = [s for s in sections if s.failed]
+    for s in failed:
+        sys.stderr.write(f"pgverify compare: internal error in experiment {s.name}: {s.notes[0]}\n")
+    return 3 if failed else 0

@@ -37,6 +37,7 @@ import dataclasses
 import itertools
 import math
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -215,6 +216,7 @@ class Section:
     figures: list[Figure]
     notes: list[str]
     covered: list[str]
+    failed: bool = False
 
 
 def _bias_variance(plan: Plan, scale: str, seed: int, device: str) -> Section:
@@ -238,9 +240,18 @@ def _bias_variance(plan: Plan, scale: str, seed: int, device: str) -> Section:
             notes.append(f"{c.label}: its on-policy weight is {scale_t:.4g}·A, not REINFORCE's; its bias includes "
                          "that scale (see its on-policy relative bias)")
         ests.append((c.label, c.name, dataclasses.replace(c.config, agg=agg)))
-    cfg = dataclasses.replace(base, estimators=tuple(ests))
+    cfg = dataclasses.replace(_long_part_tiny(base, bv.Config.tiny()), estimators=tuple(ests))
     res = bv.run(cfg, seed=seed, device=device)
     return Section(bv.NAME, bv.TITLE, res, bv.figures(res), notes, [e[0] for e in ests[1:]])
+
+
+def _long_part_tiny(config: Any, tiny: Any) -> Any:
+    """``config`` with the experiment's long-T part (fields ``long_*`` other than its estimators,
+    where the experiment has one) at its tiny sweep: that part runs the experiment's own
+    estimators, not the compared objectives, so compare keeps its cost minimal."""
+    fields = {f.name for f in dataclasses.fields(config)}
+    keep = {n: getattr(tiny, n) for n in fields if n.startswith("long_") and n != "long_estimators"}
+    return dataclasses.replace(config, **keep)
 
 
 def _sequence_weight(plan: Plan, scale: str, seed: int, device: str) -> Section:
@@ -548,7 +559,12 @@ def run_comparison(plan: Plan, *, scale: str = "quick", seed: int = 0, device: s
     with registered(plan.register):
         for i, (name, fn) in enumerate(chosen, 1):
             start = time.perf_counter()
-            out.append(fn(plan, scale, experiment_seed(seed, name), device))
+            try:
+                out.append(fn(plan, scale, experiment_seed(seed, name), device))
+            except Exception as exc:  # noqa: BLE001 (a failing experiment is reported, the others still run)
+                last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+                out.append(Section(name, name, None, [], [(f"FAILED: the experiment raised {last} (a bug in "
+                                                            "pgverify; please report it)")], [], failed=True))
             if progress:
                 sys.stderr.write(f"[{i}/{len(chosen)}] {name} done in {time.perf_counter() - start:.1f} s\n")
                 sys.stderr.flush()

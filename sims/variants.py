@@ -22,6 +22,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
+import numpy as np
 import torch
 
 from sims.aggregation import AggConfig, token_weights
@@ -99,7 +100,7 @@ def theory_spec(target: str, spec_params: Mapping[str, Any] | None = None, *, gr
     """``pgverify check --theory TARGET --spec-param k=v``: the derivation as the spec. ``spec_params``
     are the derivation's settings plus ``agg`` (default ``token-mean``) and ``max_len``."""
     from sims.check.specs import Spec
-    from theory.weights import batch_weights
+    from theory.weights import _normalisers, batch_weights
 
     params = dict(spec_params or {})
     agg = params.pop("agg", "token-mean")
@@ -112,10 +113,18 @@ def theory_spec(target: str, spec_params: Mapping[str, Any] | None = None, *, gr
     config = theory_config(theory, agg=agg, max_len=max_len, group_size=group_size)
     entry = theory.entry
 
+    per_sequence = dataclasses.replace(config, agg="token-sum", max_len=None, group_size=None)
+
     def weights(logp, old_logp, adv, mask, cfg) -> torch.Tensor:
-        w = batch_weights(entry, logp.detach().cpu().numpy(), old_logp.detach().cpu().numpy(),
-                          adv.detach().cpu().numpy(), mask.detach().cpu().numpy(), cfg)
-        return torch.as_tensor(w, dtype=logp.dtype, device=logp.device)
+        """c_i·w_t: the derived per-sequence weights (each distinct row derived once: the region
+        map feeds K identical rows) times the derived normaliser of ``cfg.agg`` on this batch."""
+        arrays = [x.detach().cpu().to(torch.float64).numpy() for x in (logp, old_logp, adv, mask)]
+        t = arrays[0].shape[1]
+        rows, inverse = np.unique(np.concatenate(arrays, axis=1), axis=0, return_inverse=True)
+        w = batch_weights(entry, *(rows[:, i * t:(i + 1) * t] for i in range(4)), per_sequence)
+        lengths = tuple(int(n) for n in (arrays[3] > 0).sum(1))
+        c = np.asarray(_normalisers(cfg.agg, lengths, cfg.group_size or 1, cfg.max_len))
+        return torch.as_tensor(w[inverse.reshape(-1)] * c[:, None], dtype=logp.dtype, device=logp.device)
 
     return Spec(f"theory {target}", config, theory.advantage_level, weights=weights)
 

@@ -99,3 +99,23 @@ def test_user_loss_reweighs_to_any_aggregation_like_the_registry():
                 grads.append(torch.autograd.grad(fn(x, old, adv, mask, config=c)[0], x)[0])
             torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-14)
     assert "mine" not in OBJECTIVES
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "prompt-token-mean", "seq-mean-token-sum-norm"])
+def test_theory_spec_weights_equal_the_derived_batch_weights(agg):
+    """The spec derives each distinct row once and applies the derived normaliser: the same
+    numbers as ``theory.weights.batch_weights`` on the whole batch (repeated rows included)."""
+    from theory.weights import batch_weights
+
+    params = {"agg": agg, "max_len": 4} if agg.endswith("norm") else {"agg": agg}
+    spec = theory_spec("examples/topr_theory.py:losses", params, group_size=2)
+    g = torch.Generator().manual_seed(1)
+    logp = -torch.rand(4, 4, generator=g, dtype=torch.float64) * 2
+    logp[1] = logp[0]  # a repeated row
+    old = logp - (torch.rand(4, 4, generator=g, dtype=torch.float64) - 0.5)
+    old[1] = old[0]
+    adv = torch.tensor([[1.0], [1.0], [-2.0], [-0.5]], dtype=torch.float64).expand(4, 4).clone()
+    mask = (torch.arange(4)[None] < torch.tensor([[4], [4], [2], [3]])).to(torch.float64)
+    got = spec.weights(logp, old, adv, mask, spec.config).numpy()
+    want = batch_weights(load_theory("examples/topr_theory.py:losses").entry, logp, old, adv, mask, spec.config)
+    assert abs(got - want).max() <= 1e-14
