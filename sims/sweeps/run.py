@@ -4,7 +4,9 @@
 
 1. writes ``sweep.json`` (status ``running``, the spec) so DIR is a sweep directory from now on;
 2. loads every finished cell from the store (``sims.sweeps.store``) and runs only the others,
-   with a progress bar (cells done / total, ETA) on stderr;
+   with a progress bar (cells done / total, ETA) on stderr; finished cells computed by another
+   commit are reused too (their key is their config, not the code), with a line on stderr naming
+   the commits, and listed in ``sweep.json`` (``reused_from_commits``);
 3. stores each cell the moment its result arrives (atomically); a cell that raised, whose worker
    died, or whose worker runs another pgverify version is a failure, reported with its config
    and traceback, and the others go on;
@@ -71,6 +73,11 @@ def _describe(config: dict[str, Any]) -> str:
     return ", ".join(f"{k}={config[k]!r}" for k in keys)
 
 
+def _clean(commit: str | None) -> str | None:
+    """A commit without its ``-dirty`` mark (uncommitted edits are not told apart)."""
+    return None if commit is None else commit.removesuffix("-dirty")
+
+
 def _result_failure(cell: Cell, result: Any, driver_version: str) -> Failure | None:
     if isinstance(result, TaskError):
         return Failure(cell.key, cell.config, result.error, result.traceback)
@@ -102,7 +109,11 @@ def run_sweep(spec: Spec, cells: list[Cell], directory: str | os.PathLike, execu
             records[cell.key] = record
     pending = [cell for cell in cells if cell.key not in records]
     outcome = SweepOutcome(n_cells=len(cells), skipped=len(cells) - len(pending), ran=len(pending))
-    driver_version = package_version()
+    driver_version, commit = package_version(), git_commit()
+    other = sorted({str(r.get("commit")) for r in records.values() if _clean(r.get("commit")) != _clean(commit)})
+    if other:
+        sys.stderr.write(f"pgverify sweep: {outcome.skipped} finished cells reused, some computed by other code "
+                         f"(commit {', '.join(other)}; this is {commit}); remove {directory}/cells to recompute them\n")
     bar = tqdm(total=len(cells), initial=outcome.skipped, unit="cell", desc="sweep", file=sys.stderr,
                disable=not progress, mininterval=0.5, dynamic_ncols=True)
     try:
@@ -111,7 +122,7 @@ def run_sweep(spec: Spec, cells: list[Cell], directory: str | os.PathLike, execu
                 cell = pending[index]
                 failure = _result_failure(cell, result, driver_version)
                 if failure is None:
-                    records[cell.key] = store.save(cell.key, cell.config, result)
+                    records[cell.key] = store.save(cell.key, cell.config, result, commit=commit)
                 else:
                     outcome.failures.append(failure)
                     bar.write(f"pgverify sweep: cell {cell.key[:16]} failed ({_describe(cell.config)}): {failure.error}",
@@ -122,7 +133,8 @@ def run_sweep(spec: Spec, cells: list[Cell], directory: str | os.PathLike, execu
     order = {c.key: c.index for c in cells}
     outcome.failures.sort(key=lambda f: order[f.key])
     provenance = dict(base, status="failed" if outcome.failures else "complete", finished=_now(),
-                      wall_seconds=round(time.perf_counter() - clock, 3), commit=git_commit(), versions=versions(),
+                      wall_seconds=round(time.perf_counter() - clock, 3), commit=commit, versions=versions(),
+                      reused_from_commits=other,
                       command=sys.argv, skipped=outcome.skipped, ran=outcome.ran,
                       failed=[f.key for f in outcome.failures],
                       cell_seconds=round(sum(r.get("seconds") or 0.0 for r in records.values()), 3))

@@ -101,10 +101,11 @@ class CellStore:
             return None
         return record
 
-    def save(self, key: str, config: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-        """Store a finished cell atomically; returns the record."""
+    def save(self, key: str, config: dict[str, Any], result: dict[str, Any], *,
+             commit: str | None = None) -> dict[str, Any]:
+        """Store a finished cell atomically, with the driver's ``commit``; returns the record."""
         self.directory.mkdir(parents=True, exist_ok=True)
         record = {"key": key, "config": config, "rows": result["rows"], "seconds": result.get("seconds"),
-                  "version": result.get("version")}
+                  "version": result.get("version"), "commit": commit}
         outputs.write_text_atomic(self.path(key), json.dumps(record, indent=1) + "\n")
         return record

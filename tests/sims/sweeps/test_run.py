@@ -112,3 +112,17 @@ def test_an_interrupted_sweep_keeps_finished_cells_and_writes_no_table(tiny_spec
     assert "interrupted (SIGINT); the finished cells are kept in" in capsys.readouterr().err
     assert len(_stored(out)) == 1 and not (out / "table.csv").exists()
     assert not [p for p in out.rglob("*") if p.name.startswith(".pgverify-")]  # no temporary file left
+
+
+def test_cells_of_other_code_are_reused_and_named(tmp_path, capsys):
+    spec = tmp_path / "one.toml"
+    spec.write_text(ONE_QUANTITY)
+    out = tmp_path / "out"
+    assert main([str(spec), "--out", str(out), "--workers", "1", "--no-progress"]) == 0
+    assert "other code" not in capsys.readouterr().err
+    path = _stored(out)[0]
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(record, commit="deadbeef")))
+    assert main([str(spec), "--out", str(out), "--workers", "1", "--no-progress"]) == 0
+    assert "some computed by other code (commit deadbeef" in capsys.readouterr().err
+    assert json.loads((out / "sweep.json").read_text())["reused_from_commits"] == ["deadbeef"]
