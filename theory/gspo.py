@@ -30,20 +30,28 @@ def _dual_clip(loss: sp.Expr, a: sp.Expr, p) -> sp.Expr:
     return loss if c is None else sp.Piecewise((sp.Min(loss, -c * a), a < 0), (loss, True))
 
 
+def _log_s(seq: Sequence, p) -> sp.Expr:
+    """log s = (1/n) Σ_t (ℓ_t - ℓold_t), clipped to [log_ratio_min, log_ratio_max] when set
+    (verl clamps it at 10 from above)."""
+    return clip(seq.log_seq_ratio / seq.n, p.get("log_ratio_min"), p.get("log_ratio_max"))
+
+
 def gspo_losses(seq: Sequence, p) -> list[sp.Expr]:
     """J_GSPO's per-sequence term min(s Â, clip(s) Â), negated and broadcast (Zheng et al. 2025),
-    optionally dual-clipped."""
-    s = sp.exp(seq.log_seq_ratio / seq.n)
+    optionally dual-clipped and with a clamped log s."""
+    s = sp.exp(_log_s(seq, p))
     a = seq.mean_adv
     return [_dual_clip(sp.Max(-a * s, -a * clip(s, _lower(p), 1 + p["eps_high"])), a, p)] * seq.n
 
 
 def gspo_token_losses(seq: Sequence, p) -> list[sp.Expr]:
-    """GSPO-token: ŝ_t = sg(s)·π_t/sg(π_t) (Zheng et al. 2025, GSPO-token objective)."""
-    s = sp.exp(seq.log_seq_ratio / seq.n)
+    """GSPO-token: ŝ_t = sg(s)·π_t/sg(π_t) (Zheng et al. 2025, GSPO-token objective); with a
+    log-ratio clamp, log ŝ_t = clip(sg(log s) + ℓ_t - sg(ℓ_t)) as verl writes it."""
+    log_s = seq.log_seq_ratio / seq.n
+    lo, hi = p.get("log_ratio_min"), p.get("log_ratio_max")
     out = []
     for t in range(seq.n):
-        s_hat = sg(s) * sp.exp(seq.logp[t] - sg(seq.logp[t]))
+        s_hat = sp.exp(clip(sg(log_s) + seq.logp[t] - sg(seq.logp[t]), lo, hi))
         a = seq.adv[t]
         out.append(_dual_clip(sp.Max(-a * s_hat, -a * clip(s_hat, _lower(p), 1 + p["eps_high"])), a, p))
     return out

@@ -27,13 +27,23 @@ def opsm_keep(seq: Sequence, t: int, samp, delta) -> sp.Expr:
     return sp.Piecewise((1, (seq.adv[t] >= 0) | (kl <= delta)), (0, True))
 
 
+def clamped_ratio(seq: Sequence, t: int, p) -> sp.Expr:
+    """ρ_t = exp(clip(ℓ_t - ℓold_t, log_ratio_min, log_ratio_max)) (a trainer's log-ratio clamp;
+    ρ_t itself when neither bound is set)."""
+    lo, hi = p.get("log_ratio_min"), p.get("log_ratio_max")
+    if lo is None and hi is None:
+        return seq.ratio(t)
+    return sp.exp(clip(seq.logp[t] - seq.old_logp[t], lo, hi))
+
+
 def ppo_token_losses(seq: Sequence, p, samp) -> list[sp.Expr]:
     """Per-token clipped surrogate, as in the PPO paper with DAPO's decoupled bounds, optional
-    dual-clip, and the OPSM mask with ``samp`` (symbols) as the sampler's log-probs."""
+    dual-clip, optional log-ratio clamp, and the OPSM mask with ``samp`` (symbols) as the
+    sampler's log-probs."""
     lo = None if p["eps_low"] is None else 1 - p["eps_low"]
     out = []
     for t in range(seq.n):
-        a, rho = seq.adv[t], seq.ratio(t)
+        a, rho = seq.adv[t], clamped_ratio(seq, t, p)
         loss = sp.Max(-a * rho, -a * clip(rho, lo, 1 + p["eps_high"]))
         if p.get("dual_clip_c") is not None:
             loss = sp.Piecewise((sp.Min(loss, -p["dual_clip_c"] * a), a < 0), (loss, True))
@@ -55,6 +65,9 @@ def clip_breakpoints(p) -> list[sp.Expr]:
         points.append(1 - p["eps_low"])
     if p.get("dual_clip_c") is not None:
         points.append(p["dual_clip_c"])
+    for bound in (p.get("log_ratio_min"), p.get("log_ratio_max")):
+        if bound is not None:
+            points.append(sp.exp(bound))
     return points
 
 

@@ -15,15 +15,17 @@ from __future__ import annotations
 import sympy as sp
 
 from theory._core import Sequence, TheoryEntry, sigmoid
+from theory.ppo_clip import clamped_ratio
 
 
 def sapo_losses(seq: Sequence, p) -> list[sp.Expr]:
-    """L_t = -(4/τ_t)·σ(τ_t(ρ_t - 1))·A_t with τ_t = τ_pos if A_t > 0 else τ_neg."""
+    """L_t = -(4/τ_t)·σ(τ_t(ρ_t - 1))·A_t with τ_t = τ_pos if A_t > 0 else τ_neg (ρ_t with the
+    optional log-ratio clamp of ``log_ratio_min`` / ``log_ratio_max``)."""
     out = []
     for t in range(seq.n):
         a = seq.adv[t]
         tau = sp.Piecewise((p["tau_pos"], a > 0), (p["tau_neg"], True))
-        out.append(-(4 / tau) * sigmoid(tau * (seq.ratio(t) - 1)) * a)
+        out.append(-(4 / tau) * sigmoid(tau * (clamped_ratio(seq, t, p) - 1)) * a)
     return out
 
 

@@ -53,5 +53,25 @@ def _check_pos(name: str, value: float) -> None:
     require(value > 0, name, value, f"{name} > 0 (finite)")
 
 
+def check_log_ratio_bounds(lo: float | None, hi: float | None) -> None:
+    """``log_ratio_min`` / ``log_ratio_max``: each None or finite, and min < 0 < max."""
+    if lo is not None:
+        require_finite_number("log_ratio_min", lo)
+        require(lo < 0, "log_ratio_min", lo, "None or a finite log-ratio < 0")
+    if hi is not None:
+        require_finite_number("log_ratio_max", hi)
+        require(hi > 0, "log_ratio_max", hi, "None or a finite log-ratio > 0")
+
+
+def clamp_log_ratio(x: Tensor, lo: float | None, hi: float | None) -> Tensor:
+    """``clamp(x, lo, hi)`` with ``None`` bounds absent (x itself when both are None): a
+    trainer's "for stability" clamp of a log-ratio, whose gradient is 0 outside [lo, hi].
+
+    >>> clamp_log_ratio(torch.tensor([-30.0, 0.5, 30.0]), -20.0, None)
+    tensor([-20.0000,   0.5000,  30.0000])
+    """
+    return x if lo is None and hi is None else torch.clamp(x, min=lo, max=hi)
+
+
 def _lower(eps_low: float | None) -> float | None:
     return None if eps_low is None else 1.0 - eps_low

@@ -19,6 +19,8 @@ from sims.objectives._common import (
     _prepare,
     _ratio_diagnostics,
     _seq_mean,
+    check_log_ratio_bounds,
+    clamp_log_ratio,
 )
 
 # ----------------------------------------------------------------------------- GSPO
@@ -35,12 +37,17 @@ class GspoConfig(AggConfig):
             have none): where the advantage is negative the loss is min(L, -c·A), so the
             sequence ratio's weight drops to 0 above s = c (as PPO's dual-clip does for ρ).
         agg: default ``seq-mean-token-mean`` = the paper's (1/G) Σ_i over sequences.
+        log_ratio_min, log_ratio_max: bounds of the clamp of log s_i (of log ŝ_it in
+            ``gspo_token``), or ``None`` (no bound; the paper's). verl's ``gspo`` clamps it at 10
+            from above "for numerical stability" (``log_ratio_max=10``): beyond it the weight is 0.
     """
 
     agg: str = "seq-mean-token-mean"
     eps_low: float | None = 3e-4
     eps_high: float = 4e-4
     dual_clip_c: float | None = None
+    log_ratio_min: float | None = None
+    log_ratio_max: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -49,6 +56,7 @@ class GspoConfig(AggConfig):
         if self.dual_clip_c is not None:
             require_finite_number("dual_clip_c", self.dual_clip_c)
             require(self.dual_clip_c > 1, "dual_clip_c", self.dual_clip_c, "None or c > 1 (finite)")
+        check_log_ratio_bounds(self.log_ratio_min, self.log_ratio_max)
 
 
 def _dual_clip(loss: Tensor, adv: Tensor, config: GspoConfig) -> Tensor:
@@ -110,7 +118,7 @@ def gspo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, config: G
     """
     old_logp, adv, m = _prepare(logp, old_logp, adv, mask)
     diag = _ratio_diagnostics(logp, old_logp, m)
-    log_s = _seq_mean(logp - old_logp, m)  # (B, 1)
+    log_s = clamp_log_ratio(_seq_mean(logp - old_logp, m), config.log_ratio_min, config.log_ratio_max)  # (B, 1)
     s = torch.exp(log_s)
     s_adv = _seq_mean(adv, m)  # (B, 1)
     clipped = torch.clamp(s, min=_lower(config.eps_low), max=1.0 + config.eps_high)
@@ -153,7 +161,8 @@ def gspo_token(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, con
     old_logp, adv, m = _prepare(logp, old_logp, adv, mask)
     diag = _ratio_diagnostics(logp, old_logp, m)
     log_s = _seq_mean(logp - old_logp, m)  # (B, 1)
-    s_hat = torch.exp(log_s.detach() + logp - logp.detach())  # (B, T)
+    s_hat = torch.exp(clamp_log_ratio(log_s.detach() + logp - logp.detach(),
+                                      config.log_ratio_min, config.log_ratio_max))  # (B, T)
     clipped = torch.clamp(s_hat, min=_lower(config.eps_low), max=1.0 + config.eps_high)
     per_token = _dual_clip(torch.maximum(-adv * s_hat, -adv * clipped), adv, config)  # (B, T)
     loss = aggregate_valid(per_token, m, **agg_fields(config))

@@ -19,6 +19,8 @@ from sims.objectives._common import (
     _prepare,
     _ratio_diagnostics,
     _seq_mean,
+    check_log_ratio_bounds,
+    clamp_log_ratio,
 )
 
 # ----------------------------------------------------------------------------- PPO clip
@@ -36,12 +38,18 @@ class PpoClipConfig(AggConfig):
         opsm_delta: off-policy sequence masking threshold δ >= 0 (DeepSeek-V3.2 OPSM; TRL
             ``off_policy_mask_threshold``), or ``None`` (off): tokens with A < 0 of a sequence
             whose mean_t(ℓ_samp - ℓ) exceeds δ lose their loss (``opsm_mask``).
+        log_ratio_min, log_ratio_max: bounds of the clamp ρ = exp(clamp(ℓ - ℓ_old, min, max)),
+            or ``None`` (no bound; the default, as the PPO paper). verl and OpenRLHF clamp the
+            log-ratio to ±20 "for stability": beyond it ρ is a constant, so the token's weight
+            is exactly 0 (``log_ratio_min=-20, log_ratio_max=20`` states that convention).
     """
 
     eps_low: float | None = 0.2
     eps_high: float = 0.2
     dual_clip_c: float | None = None
     opsm_delta: float | None = None
+    log_ratio_min: float | None = None
+    log_ratio_max: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -53,6 +61,7 @@ class PpoClipConfig(AggConfig):
         if self.opsm_delta is not None:
             require_finite_number("opsm_delta", self.opsm_delta)
             require(self.opsm_delta >= 0, "opsm_delta", self.opsm_delta, "None or delta >= 0 (finite)")
+        check_log_ratio_bounds(self.log_ratio_min, self.log_ratio_max)
 
 
 def opsm_mask(logp: Tensor, samp_logp: Tensor, adv: Tensor, m: Tensor, delta: float) -> Tensor:
@@ -68,7 +77,7 @@ def ppo_token_loss(logp: Tensor, old_logp: Tensor, adv: Tensor, m: Tensor, confi
     """PPO's per-token loss ``[B, T]`` (clip, dual-clip, OPSM mask with ``samp_logp`` as ℓ_samp)
     on prepared inputs (old_logp, adv detached, ``m`` float), and its clip diagnostics. The
     building block of ``ppo_clip`` and ``ppo_clip_rollout_is``."""
-    ratio = torch.exp(logp - old_logp)  # (B, T)
+    ratio = torch.exp(clamp_log_ratio(logp - old_logp, config.log_ratio_min, config.log_ratio_max))  # (B, T)
     clipped = torch.clamp(ratio, min=_lower(config.eps_low), max=1.0 + config.eps_high)
     per_token = torch.maximum(-adv * ratio, -adv * clipped)  # (B, T)
     r = ratio.detach()
@@ -94,8 +103,8 @@ def ppo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, confi
     r"""Token-level clipped surrogate (PPO / GRPO / DAPO clip-higher), optional dual-clip and OPSM.
 
     .. math::
-        L_{it} = M_{it}\maxig(-Aho,\; -A\,\mathrm{clip}(ho, 1-\epsilon_{low}, 1+\epsilon_{high})ig),
-        \quad	ext{and if } A<0 	ext{ with dual-clip: } \min(\cdot, -cA)
+        L_{it} = M_{it}\max\big(-A\rho,\; -A\,\mathrm{clip}(\rho, 1-\epsilon_{low}, 1+\epsilon_{high})\big),
+        \quad\text{and if } A<0 \text{ with dual-clip: } \min(\cdot, -cA)
 
     with the OPSM mask M_it = 1 unless ``opsm_delta`` is set, A_it < 0 and
     (1/T_i) Σ_t m(ℓ_samp - sg ℓ) > δ, where ℓ_samp = ``rollout_logp`` if given, else ``old_logp``.
@@ -104,7 +113,8 @@ def ppo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, confi
 
     Gradient weight: ``w = c_it · M_it · A·ρ`` except exactly 0 where the clip binds —
     (A > 0 and ρ > 1 + eps_high), (A < 0 and ρ < 1 - eps_low), or with dual-clip (A < 0 and
-    ρ > c, where the loss is the constant -cA).
+    ρ > c, where the loss is the constant -cA) — and, with a log-ratio clamp, where
+    ℓ - ℓ_old leaves [log_ratio_min, log_ratio_max].
 
     Args:
         logp, old_logp, adv, mask: ``[B, T]``; old_logp and adv are detached.
@@ -127,7 +137,8 @@ def ppo_clip(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, confi
 
     Notes:
         verl's default ``token-mean`` aggregation is kept; the GRPO paper uses
-        ``seq-mean-token-mean``. verl clamps the log-ratio to ±20; this function does not.
+        ``seq-mean-token-mean``. verl clamps the log-ratio to ±20; this function does only when
+        ``log_ratio_min`` / ``log_ratio_max`` say so.
         OPSM is a field here, not a separate objective, because TRL applies it to the GRPO loss
         as a config option; the sign test uses the token's A_it (DeepSeek-V3.2's M_{i,t}),
         which is TRL's per-sequence test when A is per sequence. With rollout correction,

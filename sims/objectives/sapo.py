@@ -15,6 +15,8 @@ from sims.objectives._common import (
     _masked_mean,
     _prepare,
     _ratio_diagnostics,
+    check_log_ratio_bounds,
+    clamp_log_ratio,
 )
 
 # ----------------------------------------------------------------------------- SAPO
@@ -28,16 +30,22 @@ class SapoConfig(AggConfig):
         tau_pos: gate temperature for A > 0 (> 0); paper and verl default 1.0.
         tau_neg: gate temperature for A <= 0 (> 0); paper and verl default 1.05.
         agg: default ``seq-mean-token-mean`` (verl forces it for SAPO).
+        log_ratio_min, log_ratio_max: bounds of the clamp ρ = exp(clamp(ℓ - ℓ_old, min, max)), or
+            ``None`` (no bound; the paper's). verl's ``sapo`` clamps the log-ratio to ±20: beyond
+            it the gate is a constant and the weight exactly 0.
     """
 
     agg: str = "seq-mean-token-mean"
     tau_pos: float = 1.0
     tau_neg: float = 1.05
+    log_ratio_min: float | None = None
+    log_ratio_max: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_pos("tau_pos", self.tau_pos)
         _check_pos("tau_neg", self.tau_neg)
+        check_log_ratio_bounds(self.log_ratio_min, self.log_ratio_max)
 
 
 def sapo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, config: SapoConfig):
@@ -70,7 +78,7 @@ def sapo(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, *, config: S
     """
     old_logp, adv, m = _prepare(logp, old_logp, adv, mask)
     diag = _ratio_diagnostics(logp, old_logp, m)
-    ratio = torch.exp(logp - old_logp)  # (B, T)
+    ratio = torch.exp(clamp_log_ratio(logp - old_logp, config.log_ratio_min, config.log_ratio_max))  # (B, T)
     tau = torch.where(adv > 0, torch.full_like(adv, config.tau_pos), torch.full_like(adv, config.tau_neg))
     gate = torch.sigmoid(tau * (ratio - 1.0))
     loss = aggregate_valid(-(4.0 / tau) * gate * adv, m, **agg_fields(config))

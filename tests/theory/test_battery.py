@@ -61,6 +61,8 @@ FIELDS = {
     "rollout_is_mode": st.sampled_from(["truncate", "mask", "band"]),
     "rollout_is_lo": st.one_of(st.none(), st.floats(0.2, 0.95)),
     "rollout_is_hi": st.floats(1.05, 4.0),
+    "log_ratio_min": st.one_of(st.none(), st.floats(-2.0, -0.05)),
+    "log_ratio_max": st.one_of(st.none(), st.floats(0.05, 2.0)),
 }
 OVERRIDES = {  # CISPO's eps_high may be negative (TRL's absolute cap below 1)
     "cispo": {"eps_high": st.floats(-0.5, 4.0)},

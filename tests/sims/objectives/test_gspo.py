@@ -12,9 +12,6 @@ import pytest
 from sims import objectives as O
 from tests.sims.objectives.reference import batch, check
 
-
-
-
 S0, S1 = 0.75 ** (1 / 3), 1.8 ** 0.5  # geometric-mean ratios of the two sequences
 
 
@@ -79,3 +76,10 @@ def test_gspo_without_dual_clip_keeps_the_negative_sequence(fn):
 def test_gspo_dual_clip_rejects_c_at_most_one(bad):
     with pytest.raises(ValueError, match="dual_clip_c"):
         O.GspoConfig(dual_clip_c=bad)
+
+
+def test_gspo_log_ratio_clamp_reference_values():
+    # verl's upper clamp of log s (at 10), scaled to 0.2: seq 1 has log s1 = log(1.8)/2 = 0.294 > 0.2,
+    # so s1 = e^0.2 is a constant (∂ 0); seq 0 (log s0 = -0.096) is unchanged
+    for fn in (O.gspo, O.gspo_token):
+        check(fn, O.GspoConfig(log_ratio_max=0.2), (-S0 + math.exp(0.2)) / 2, [[-S0 / 6] * 3, [0.0, 0.0, 0.0]])

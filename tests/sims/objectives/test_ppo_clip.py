@@ -5,12 +5,12 @@ torch result in float64."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from sims import objectives as O
 from tests.sims.objectives.reference import check
-
-
 
 
 def test_ppo_clip_reference_values():
@@ -41,3 +41,20 @@ def test_ppo_clip_dual_clip_reference_values():
     diag = check(O.ppo_clip, O.PpoClipConfig(dual_clip_c=1.5), -0.06,
                   [[-0.2, 0.0, -0.1], [0.0, 0.18, 0.0]])
     assert diag["dual_clip_frac"].item() == pytest.approx(1 / 5)
+
+
+def test_ppo_clip_log_ratio_clamp_reference_values():
+    # log-ratio clamped to [-0.5, 0.5] (verl's ±20 convention, scaled down to reach the batch):
+    # seq 0 token 2: log ρ = log 0.5 < -0.5 -> ρ = e^-0.5 (constant), L = max(-e^-0.5, -0.8) = -e^-0.5, ∂ = 0
+    # seq 1 token 0: log ρ = log 2 > 0.5 -> ρ = e^0.5, A = -1: L = max(e^0.5, 1.2) = e^0.5, ∂ = 0
+    # the other tokens as in the plain reference: -1 (∂ -1), -1.2 (∂ 0), 0.9 (∂ +0.9)
+    loss = (-1 - 1.2 - math.exp(-0.5) + math.exp(0.5) + 0.9) / 5
+    check(O.ppo_clip, O.PpoClipConfig(log_ratio_min=-0.5, log_ratio_max=0.5), loss,
+          [[-0.2, 0.0, 0.0], [0.0, 0.18, 0.0]])
+
+
+def test_ppo_clip_log_ratio_bounds_are_validated():
+    with pytest.raises(ValueError, match="log_ratio_min"):
+        O.PpoClipConfig(log_ratio_min=1.0)
+    with pytest.raises(ValueError, match="log_ratio_max"):
+        O.PpoClipConfig(log_ratio_max=float("inf"))
