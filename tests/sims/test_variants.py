@@ -119,3 +119,25 @@ def test_theory_spec_weights_equal_the_derived_batch_weights(agg):
     got = spec.weights(logp, old, adv, mask, spec.config).numpy()
     want = batch_weights(load_theory("examples/topr_theory.py:losses").entry, logp, old, adv, mask, spec.config)
     assert abs(got - want).max() <= 1e-14
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--theory", "examples/topr_theory.py:losses", "--spec", "cispo"], "--theory and --spec are both given"),
+    (["--theory", "examples/topr_theory.py:losses", "--spec-param", "eps=0.1"], "'eps' is not a setting"),
+    (["--theory", "examples/topr_theory.py:nope"], "has no attribute 'nope'"),
+])
+def test_check_theory_bad_input_exits_2(extra, message, capsys):
+    from sims.cli import main
+
+    assert main(["check", TOPR_LOSS, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pgverify check: error:") and message in err
+
+
+def test_check_theory_with_a_wrong_count_exits_2(tmp_path, capsys):
+    from sims.cli import main
+
+    path = tmp_path / "short.py"
+    path.write_text("def losses(seq, p):\n    return [-seq.adv[0] * seq.logp[0]]\n")
+    assert main(["check", TOPR_LOSS, "--theory", f"{path}:losses"]) == 2
+    assert "one loss per token" in capsys.readouterr().err
