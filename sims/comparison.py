@@ -404,13 +404,16 @@ def _length_bias(plan: Plan, scale: str, seed: int, device: str) -> Section:
                              "value": float(v), "low": float(v), "high": float(v), "method": "exact"})
     table = pd.DataFrame(rows)
     g_ref = groups[-1]
-    summary = {"toy_G": g_ref,
+    summary = {"toy_G": g_ref, "agg": plan.agg,
                "toy_updates": {lab: {k: float(table[(table.objective == lab) & (table.G == g_ref) &
                                                     (table.quantity == k)]["value"].iloc[0]) for k in ("dp_W", "dp_C")}
                                for lab in covered}}
     res = Result(lb.NAME, {"q": q, "p_stop": (p_c, p_w), "group_sizes": groups, "advantage": plan.advantage,
                            "agg": plan.agg}, table, summary)
     figs = [_toy_figure(summary, q)] if covered else []
+    if plan.agg in (_SUM, "token-sum"):
+        notes.append(f"under {plan.agg} a sequence's weight is not divided by its length, so no objective here can "
+                     "have the Dr. GRPO length bias on this toy; compare with --agg seq-mean-token-mean to see it")
     notes.append("the larger Markov policy of the report's length-bias experiment is not run here: it fixes PPO-clip "
                  "per aggregation; the toy above is exact for every compared objective")
     return Section(lb.NAME, "Length bias on the Dr. GRPO toy (reward independent of length)", res, figs, notes, covered)
@@ -424,12 +427,16 @@ def _toy_figure(summary: dict[str, Any], q: float) -> Figure:
         x = np.arange(len(names))
         for i, (key, what) in enumerate((("dp_W", "∂p_W (wrong answers' stop prob.)"),
                                          ("dp_C", "∂p_C (correct answers' stop prob.)"))):
-            ax.bar(x + (i - 0.5) * 0.38, [summary["toy_updates"][n][key] for n in names], 0.38, color=PALETTE[i],
-                   hatch=("", "//")[i], edgecolor="white", label=what)
+            values = [summary["toy_updates"][n][key] for n in names]
+            ax.bar(x + (i - 0.5) * 0.38, values, 0.38, color=PALETTE[i], hatch=("", "//")[i], edgecolor="white",
+                   label=what)
+            for xi, v in zip(x + (i - 0.5) * 0.38, values):  # the value on each bar: a 0 is visible too
+                ax.annotate(fmt(v), (xi, v), textcoords="offset points", xytext=(0, 3 if v >= 0 else -9),
+                            ha="center", fontsize=7)
         ax.set_xticks(x, [n.replace(" (", "\n(") for n in names])
         ax.axhline(0, color="k", lw=0.7)
         ax.set_ylabel("expected update (exact)")
-        ax.set_title(f"toy, G = {summary['toy_G']}, q = {q:g}")
+        ax.set_title(f"toy, G = {summary['toy_G']}, q = {q:g}, aggregation {summary['agg']}")
         legend_outside(fig, [ax], ncol=2)
     toy = summary["toy_updates"]
     caption = ("Length bias on the Dr. GRPO toy, exact over every ordered group: the expected change of each "
