@@ -4,8 +4,9 @@ The reference is autograd of the registered objective with its own aggregation (
 in float64. Both implementations (the numba kernel and the torch path) must equal it to 1e-12
 relative to the batch's largest weight, with exactly the same zero pattern, on:
 
-* a Hypothesis battery per fused objective: random batches (``tests.batches``) and random configs
-  (every config field, every aggregation; the strategies of ``tests/theory/test_battery.py``);
+* a Hypothesis battery per fused objective (``BATTERY_EXAMPLES`` examples): random batches
+  (``tests.batches``) and random configs (every config field, every aggregation; the strategies
+  of ``tests/theory/test_battery.py``);
 * every zero region of every objective on a fixed batch that is checked to populate it (a
   region the batch missed fails the test), plus the zero-advantage region.
 
@@ -21,7 +22,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policies.perturb import perturb
@@ -43,6 +44,7 @@ from tests.batches import batch_params, make_batch
 from tests.theory.test_battery import configs
 
 REL_TOL = 1e-12
+BATTERY_EXAMPLES = 50  # per objective (both implementations each); the zero regions are covered below
 IMPLEMENTATIONS = {"numba": fused_token_stats_cpu, "torch": fused_token_stats_torch}
 
 
@@ -107,6 +109,7 @@ def test_user_variants_and_plugins_are_not_fused():
 
 
 @pytest.mark.parametrize("name", list(FUSED))
+@settings(max_examples=BATTERY_EXAMPLES)
 @given(data=st.data(), params=batch_params)
 def test_fused_weights_equal_the_registered_objectives_autograd(name, data, params):
     spec = OBJECTIVES[name]
