@@ -1,0 +1,188 @@
+"""Coverage of the experiments' intervals (rule 8 of issue 14): the dynamics bands over seeds
+(``mean_interval``) and ``variance_interval`` / the delta-method standard deviation of the KL table.
+
+Decision, as in ``tests/sims/engines/test_coverage.py``: an interval undercovers when a one-sided
+binomial test of H0: coverage ≥ 0.95 − 0.01 rejects at α = 1e-3 (``scipy.stats.binomtest``). An
+interval with coverage ≥ 0.94 fails one test falsely with probability ≤ 1e-3; this module makes
+23 such tests (≤ 2.3e-2 in all). Seeds are fixed. Power: the same intervals shrunk to half their
+width must be flagged.
+
+Dynamics bands: the band of a metric is a t-interval over ``n_seeds`` seeds (8 at full scale).
+Its coverage depends on the shape of the per-seed distribution, so the test draws that
+distribution from real training runs (``dynamics.train``, 2 steps, ``POOL`` seeds per task) and
+measures coverage in the bootstrap world: ``R`` sets of 8 seeds drawn with replacement from the
+pool, whose mean is then the exact truth. Measured (difficulty spread / multi-solution): reward
+0.946 / 0.943, entropy 0.957 / 0.942, KL to init 0.953 / 0.942, solutions kept 0.945 / 0.941.
+Two metrics undercover and are recorded as strict xfails (they must keep failing, with the
+number, until the band is fixed): pass@k 0.889 / 0.847 (bounded near 1, a few low seeds: sets
+without one get a narrow band above the mean) and the zero-gradient fraction 0.913 / 0.344
+(mostly exactly 0: a set of equal seeds gets the zero-width band ``mean_interval`` returns when
+the standard error is 0).
+
+Variance and standard deviation (``variance_interval``; ``kl_estimators`` builds s ± z·se(s) by
+the same delta method): nominal on light tails — normal data (n = 2000) and k3 at μ = 0.1
+(n = 20000: 0.94-0.95). On k3 at μ = 1 (a lognormal ratio, E[k3⁸] ≈ e²⁸) the delta method
+undercovers at small n — 0.81 at n = 2000, 0.91 at n = 20000 — and neither a log-scale interval
+(0.83, 0.91) nor a t-interval over 20 batch variances (0.81, 0.915) fixes it: at these n the
+sample has not seen the tail that sets the fourth moment. At n = 400000 it is nominal (0.955 over
+200 samples), so at the full report's n = 4,000,000 the interval is calibrated and its miss of
+2√(e − 2) at seed 0 is one of the 5% (measured once here, not in the suite: 80 s). ``test_heavy_tailed_std_undercovers`` records that limit (strict xfail: it must
+keep failing, with the number, until the interval is fixed).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, stats
+
+from sims.experiments import dynamics as D
+from sims.experiments._common import LEVEL, mean_interval, variance_interval
+from sims.kl import kl_values
+
+MARGIN = 0.01  # practical margin below LEVEL (as in tests/sims/engines/test_coverage.py)
+ALPHA = 1e-3  # false-failure rate of one binomial test
+R = 1000  # resampled seed sets per band
+R_VAR = 300  # samples per variance case
+POOL = 20  # training runs per task behind the bootstrap world
+N_SEEDS = 8  # the full report's n_seeds
+
+
+def _undercovers(hits: int, n: int) -> bool:
+    """One-sided binomial test of H0: coverage ≥ LEVEL − MARGIN rejected at ``ALPHA``."""
+    return stats.binomtest(int(hits), n, LEVEL - MARGIN, alternative="less").pvalue < ALPHA
+
+
+def _half(iv) -> tuple[float, float]:
+    return iv.value - (iv.value - iv.low) / 2, iv.value + (iv.high - iv.value) / 2
+
+
+@pytest.fixture(scope="module")
+def pools():
+    """Per (task, metric): the final-step values of ``POOL`` two-step GRPO runs."""
+    cfg = D.Config(steps=2, n_seeds=2, algorithms=("grpo",))
+    alg = D.algorithms()["grpo"]
+    out = {}
+    for task in ("difficulty spread", "multi-solution"):
+        init = D.initial_policy(task, cfg, "cpu")
+        rows = [r for s in range(POOL) for r in D.train(task, "grpo", alg, init, cfg, s, "cpu")]
+        for metric in D.METRICS:
+            step = cfg.steps - 1 if metric == "zero_grad_frac" else cfg.steps
+            out[(task, metric)] = np.array([r["value"] for r in rows if r["metric"] == metric and r["step"] == step])
+    return out
+
+
+def _t_intervals(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``mean_interval`` of each row of ``samples`` [R, n], vectorised (checked equal to it)."""
+    n = samples.shape[1]
+    m = samples.mean(1)
+    half = stats.t.ppf(0.5 + LEVEL / 2, n - 1) * samples.std(1, ddof=1) / math.sqrt(n)
+    return m, m - half, m + half
+
+
+def band_coverage(pool: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+    """(hits, hits of the half-width band) of ``R`` t-bands over ``N_SEEDS`` seeds resampled from
+    ``pool``, whose mean is the truth of that bootstrap world."""
+    samples = rng.choice(pool, (R, N_SEEDS), replace=True)
+    m, low, high = _t_intervals(samples)
+    for i in range(3):
+        iv = mean_interval(samples[i])
+        assert (iv.value, iv.low, iv.high) == pytest.approx((m[i], low[i], high[i]), rel=1e-12, abs=1e-15)
+    truth = pool.mean()
+    half = (high - low) / 4
+    return int(((low <= truth) & (truth <= high)).sum()), int((np.abs(m - truth) <= half).sum())
+
+
+TASKS = ("difficulty spread", "multi-solution")
+BAND_KNOWN_SHORT = ("pass@k", "zero_grad_frac")  # measured 0.889/0.847 and 0.913/0.344 (module doc)
+BAND_OK = [(t, m) for t in TASKS for m in D.METRICS if m not in BAND_KNOWN_SHORT]
+
+
+@pytest.mark.statistical
+@pytest.mark.parametrize(("task", "metric"), BAND_OK)
+def test_dynamics_bands_cover_in_the_bootstrap_world(pools, task, metric):
+    pool = pools[(task, metric)]
+    assert pool.size == POOL and np.isfinite(pool).all()
+    hits, half = band_coverage(pool, np.random.default_rng(7))
+    assert not _undercovers(hits, R), hits / R
+    assert _undercovers(half, R), half / R
+
+
+@pytest.mark.statistical
+@pytest.mark.xfail(strict=True, reason="t-bands over 8 seeds undercover for pass@k (skewed, bounded near 1) "
+                                       "and the zero-gradient fraction (mostly 0: a set of equal seeds gets a "
+                                       "zero-width band)")
+@pytest.mark.parametrize(("task", "metric"), [(t, m) for t in TASKS for m in BAND_KNOWN_SHORT])
+def test_dynamics_bands_of_skewed_or_discrete_metrics_undercover(pools, task, metric):
+    hits, _ = band_coverage(pools[(task, metric)], np.random.default_rng(7))
+    assert not _undercovers(hits, R), hits / R
+
+
+def _k3_moments(mu: float) -> tuple[float, float]:
+    """(E k3, sd k3) under q = N(0, 1), p = N(μ, 1) by quadrature (k3 = r − 1 − log r)."""
+    def moment(p):
+        def f(x):
+            log_r = mu * x - mu * mu / 2
+            return (math.expm1(log_r) - log_r) ** p * math.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+        return integrate.quad(f, -40, 40, limit=400)[0]
+    m1, m2 = moment(1), moment(2)
+    return m1, math.sqrt(m2 - m1 * m1)
+
+
+def _k3(mu: float, n: int, gen: torch.Generator) -> np.ndarray:
+    x = torch.randn(n, generator=gen, dtype=torch.float64)
+    return kl_values((-0.5 * x * x)[None], (-0.5 * (x - mu) ** 2)[None], estimator="k3")[0].numpy()
+
+
+def _std_delta(x: np.ndarray) -> tuple[float, float, float]:
+    """s ± z·se(s) with se(s) = se(s²)/(2s), the interval ``kl_estimators`` reports for std/KL."""
+    v = variance_interval(x)
+    s = math.sqrt(v.value)
+    half = (v.high - v.value) / (2 * s)
+    return s, s - half, s + half
+
+
+def _coverage(draw, truth_var: float, n_rep: int) -> dict[str, int]:
+    hits = {"var": 0, "std": 0, "var (half)": 0, "std (half)": 0}
+    sd = math.sqrt(truth_var)
+    for _ in range(n_rep):
+        x = draw()
+        v = variance_interval(x)
+        hits["var"] += v.low <= truth_var <= v.high
+        low, high = _half(v)
+        hits["var (half)"] += low <= truth_var <= high
+        s, lo, hi = _std_delta(x)
+        hits["std"] += lo <= sd <= hi
+        hits["std (half)"] += s - (s - lo) / 2 <= sd <= s + (hi - s) / 2
+    return hits
+
+
+@pytest.mark.statistical
+def test_variance_and_std_intervals_cover_light_tails():
+    gen = torch.Generator().manual_seed(11)
+    normal = _coverage(lambda: torch.randn(1000, generator=gen, dtype=torch.float64).numpy(), 1.0, R_VAR)
+    _, sd = _k3_moments(0.1)
+    k3 = _coverage(lambda: _k3(0.1, 20_000, gen), sd * sd, R_VAR)
+    for hits, n in ((normal, R_VAR), (k3, R_VAR)):
+        assert not _undercovers(hits["var"], n) and not _undercovers(hits["std"], n), (hits, n)
+        assert _undercovers(hits["var (half)"], n) and _undercovers(hits["std (half)"], n), (hits, n)
+
+
+def test_k3_standard_deviation_is_the_closed_form():
+    """The quadrature behind the truth: sd(k3)/KL at μ = 1 is 2√(e − 2) (papers.md, corrected)."""
+    mean, sd = _k3_moments(1.0)
+    assert mean == pytest.approx(0.5, rel=1e-9)
+    assert sd / 0.5 == pytest.approx(2 * math.sqrt(math.e - 2), rel=1e-9)
+
+
+@pytest.mark.statistical
+@pytest.mark.xfail(strict=True, reason="delta-method std of a heavy-tailed estimator (k3 at μ = 1) "
+                                       "undercovers: measured 0.91 at n = 20000, lower at n = 2000")
+def test_heavy_tailed_std_undercovers():
+    gen = torch.Generator().manual_seed(12)
+    _, sd = _k3_moments(1.0)
+    hits = _coverage(lambda: _k3(1.0, 2_000, gen), sd * sd, R_VAR)
+    assert not _undercovers(hits["std"], R_VAR), hits["std"] / R_VAR
