@@ -29,6 +29,12 @@ every objective, what applies to it, and says why for what does not:
   Monte Carlo check through ``mc_gradient`` with the objective itself on the one-token bandit.
 * ``dynamics``: a short training run (the experiment's ``train``, ``summarise`` and ``figures``)
   with the algorithm ``--advantage`` + objective + ``--agg``, no KL, no filter.
+
+Sweep sizes: ``tiny`` (a smoke run), ``quick`` and ``full`` are each experiment's own sweeps,
+except where compare runs three or more objectives through one experiment and keeps its time in
+bounds: bias_variance at quick T ≤ 6 with 2,000 replicas and at full its default sweep with
+10,000; dynamics at quick 10 steps × 3 seeds and at full 40 steps × 4 seeds; the long-T part of
+bias_variance (the experiment's own estimators) always at its tiny sweep.
 """
 
 from __future__ import annotations
@@ -222,7 +228,7 @@ class Section:
 def _bias_variance(plan: Plan, scale: str, seed: int, device: str) -> Section:
     from sims.experiments import bias_variance as bv
 
-    base = getattr(bv.Config, scale)()
+    base = bv.Config(n_replicas=10_000) if scale == "full" else getattr(bv.Config, scale)()
     if scale == "tiny":
         base = dataclasses.replace(base, horizons=(1, 2), ratio_horizons=(2,), n_replicas=100, n_ratio_samples=200)
     if scale == "quick":
@@ -527,7 +533,9 @@ def _dynamics(plan: Plan, scale: str, seed: int, device: str) -> Section:
     if scale == "tiny":
         base = dataclasses.replace(base, steps=1, n_seeds=2)
     if scale == "quick":
-        base = dataclasses.replace(base, steps=15, n_seeds=3)
+        base = dataclasses.replace(base, steps=10, n_seeds=3)
+    if scale == "full":
+        base = dataclasses.replace(base, steps=40, n_seeds=4)
     rows, notes, covered = [], [], []
     tasks = ("difficulty spread", "multi-solution")
     inits = {t: dy.initial_policy(t, base, device) for t in tasks}
