@@ -564,7 +564,8 @@ def figures(result: Result) -> list[Figure]:
             ax.set_xlabel(xlabel)
             ax.grid(axis="y", visible=False)
         labels = [r[0] for r in rows]
-        axes[0][0].set_yticks(y, labels, fontsize=5.5)
+        axes[0][0].set_yticks(y, labels, fontsize=6)
+        axes[0][0].set_ylabel("task / optimiser / variant")
         axes[0][1].set_title(f"SGS-CISPO variant − {ABLATION}, paired by seed, 95% CI")
     excl = [lab for lab, d in rows if d["entropy"].excludes(0)]
     figs.append(Figure(f"{NAME}_paired", fig, (
