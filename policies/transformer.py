@@ -45,6 +45,7 @@ from policies.table import (
 __all__ = [
     "LMShape",
     "TransformerPolicy",
+    "forward_cached",
     "forward_logits",
     "init_params",
     "inverse_cdf_tokens",
@@ -52,6 +53,7 @@ __all__ = [
     "param_names",
     "response_log_probs",
     "sample_tokens",
+    "sample_tokens_uncached",
 ]
 
 
@@ -181,10 +183,64 @@ def inverse_cdf_tokens(probs: Tensor, u: Tensor) -> Tensor:
     return (cdf < u.unsqueeze(-1)).sum(-1)
 
 
+def _attention_cached(x: Tensor, w_qkv: Tensor, b_qkv: Tensor, w_o: Tensor, b_o: Tensor, n_heads: int,
+                      cache: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """``_attention`` of ``l`` new positions ``x [N, l, d]`` that follow the positions whose keys
+    and values are in ``cache`` (``[N, h, L0, dh]`` each, or None): new position i attends to every
+    cached position and to new positions <= i. Returns the output and the extended cache."""
+    n, length, d = x.shape
+    dh = d // n_heads
+    q, k, v = (x @ w_qkv + b_qkv).split(d, -1)
+    q, k, v = (z.reshape(n, length, n_heads, dh).transpose(1, 2) for z in (q, k, v))
+    if cache is not None:
+        k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
+    total = k.shape[2]
+    scores = q @ k.transpose(-1, -2) / math.sqrt(dh)
+    future = torch.ones(length, total, dtype=torch.bool, device=x.device).triu(total - length + 1)
+    out = torch.softmax(scores.masked_fill(future, float("-inf")), -1) @ v
+    return out.transpose(1, 2).reshape(n, length, d) @ w_o + b_o, (k, v)
+
+
+def forward_cached(params: dict[str, Tensor], inputs: Tensor, start: int, caches: list | None,
+                   n_heads: int) -> tuple[Tensor, list]:
+    """``forward_logits`` of the positions ``start .. start + l - 1`` (``inputs [N, l]``) given the
+    key/value caches of the positions before them (one per layer, or None when ``start`` = 0);
+    returns ``[N, l, V]`` logits and the extended caches. Equal to the last ``l`` positions of
+    ``forward_logits`` of the whole prefix (to rounding; tested)."""
+    length = inputs.shape[-1]
+    x = params["tok_emb"][inputs] + params["pos_emb"][start:start + length]
+    n_layers = sum(1 for k in params if k.endswith(".w_qkv"))
+    out_caches = []
+    for i in range(n_layers):
+        p = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(f"l{i}.")}
+        a, cache = _attention_cached(_layer_norm(x, p["ln1_w"], p["ln1_b"]), p["w_qkv"], p["b_qkv"], p["w_o"],
+                                     p["b_o"], n_heads, None if caches is None else caches[i])
+        out_caches.append(cache)
+        x = x + a
+        h = torch.nn.functional.gelu(_layer_norm(x, p["ln2_w"], p["ln2_b"]) @ p["w_1"] + p["b_1"])
+        x = x + h @ p["w_2"] + p["b_2"]
+    return _layer_norm(x, params["lnf_w"], params["lnf_b"]) @ params["w_out"] + params["b_out"], out_caches
+
+
 def sample_tokens(params: dict[str, Tensor], prompt_tokens: Tensor, u: Tensor, n_heads: int) -> Tensor:
     """``[N, T]`` tokens drawn autoregressively with uniforms ``u [N, T]``: token t is
-    ``inverse_cdf_tokens(π(· | prompt, o_<t), u[:, t])``. Pure (vmappable over a seed axis);
-    T forwards of the growing prefix (no cache: T is small)."""
+    ``inverse_cdf_tokens(π(· | prompt, o_<t), u[:, t])``. Pure (vmappable over a seed axis). One
+    forward of the prompt and SEP, then one position per token with cached keys and values
+    (``forward_cached``); ``sample_tokens_uncached`` is the reference."""
+    vocab = params["w_out"].shape[-1]
+    seq = torch.cat([prompt_tokens, torch.full_like(prompt_tokens[..., :1], vocab)], -1)
+    logits, caches = forward_cached(params, seq, 0, None, n_heads)
+    out = []
+    for t in range(u.shape[-1]):
+        tok = inverse_cdf_tokens(torch.softmax(logits[:, -1], -1), u[:, t])
+        out.append(tok)
+        if t + 1 < u.shape[-1]:
+            logits, caches = forward_cached(params, tok.unsqueeze(-1), seq.shape[-1] + t, caches, n_heads)
+    return torch.stack(out, -1)
+
+
+def sample_tokens_uncached(params: dict[str, Tensor], prompt_tokens: Tensor, u: Tensor, n_heads: int) -> Tensor:
+    """``sample_tokens`` by a full forward of the growing prefix at every step (the reference)."""
     vocab = params["w_out"].shape[-1]
     seq = torch.cat([prompt_tokens, torch.full_like(prompt_tokens[..., :1], vocab)], -1)
     out = []

@@ -10,12 +10,14 @@ from scipy import stats
 from policies.transformer import (
     LMShape,
     TransformerPolicy,
+    forward_cached,
     forward_logits,
     init_params,
     inverse_cdf_tokens,
     log_prob_fn,
     param_names,
     sample_tokens,
+    sample_tokens_uncached,
 )
 
 SHAPE = LMShape(vocab=5, prompt_len=3, horizon=3, d_model=8, n_heads=2, n_layers=2, d_ff=16)
@@ -113,6 +115,18 @@ def test_vmap_over_a_seed_axis_equals_the_loop():
         one = {k: v[s] for k, v in stacked.items()}
         assert torch.equal(toks[s], sample_tokens(one, rows, u[s], SHAPE.n_heads))
         torch.testing.assert_close(lps[s], log_prob_fn(one, rows, toks[s], SHAPE.n_heads), rtol=0, atol=1e-12)
+
+
+def test_cached_forward_and_sampling_equal_the_uncached_reference():
+    pol = policy()
+    g = torch.Generator().manual_seed(9)
+    rows = pol.prompt_tokens[torch.randint(0, 3, (50,), generator=g)]
+    u = torch.rand(50, 3, generator=g, dtype=torch.float64)
+    assert torch.equal(sample_tokens(pol.params, rows, u, 2), sample_tokens_uncached(pol.params, rows, u, 2))
+    inputs = torch.randint(0, 6, (4, 6), generator=g)
+    head, caches = forward_cached(pol.params, inputs[:, :4], 0, None, 2)
+    tail, _ = forward_cached(pol.params, inputs[:, 4:], 4, caches, 2)
+    torch.testing.assert_close(torch.cat([head, tail], 1), forward_logits(pol.params, inputs, 2), rtol=0, atol=1e-12)
 
 
 def test_inverse_cdf_and_eos_mask_on_literal_examples():
