@@ -18,11 +18,11 @@ Decision: a statistic undercovers when a one-sided binomial test of H0: coverage
 rejects at α = 1e-3 (``scipy.stats.binomtest``; with R = 400 that is fewer than 359 of 400, 0.8975).
 The 0.01 is the stated practical margin: a t-interval over 20 skewed batch values is about half a
 point short of nominal (variance trace measured 0.943 over 4000 seeds at M = 2000). An interval
-with coverage ≥ 0.94 fails one test falsely with probability ≤ 1e-3; this module makes 28 such
-tests (13 statistics, 12 mean coordinates, 3 in the direct checks), so ≤ 3e-2 in all; seeds are
+with coverage ≥ 0.94 fails one test falsely with probability ≤ 1e-3; this module makes 27 such
+tests (13 statistics, 12 mean coordinates, 2 in the direct check), so ≤ 2.7e-2 in all; seeds are
 fixed, so the outcome is reproducible. Power: every interval shrunk to half its width around its
 point (coverage 0.47-0.84) must be flagged, and so must the jackknife of the norm that the bias
-interval replaced (0.88 at zero bias).
+interval replaced (0.873 at zero bias over 1600 draws).
 
 Measured (R = 400, M = 4000; cispo / reinforce): variance trace 0.958 / 0.943, bias norm 0.938 /
 0.968, MSE 0.958 / 0.940, SNR 0.985 / 0.990, cosine 0.998 / 0.978, ESS 0.943 / — (identically 1
@@ -166,13 +166,13 @@ def runs():
     out = {}
     patch = pytest.MonkeyPatch()
     try:
-        for name, (off, objective, config, advantage, adv_config) in CASES.items():
+        for i, (name, (off, objective, config, advantage, adv_config)) in enumerate(CASES.items()):
             policy = new if off else old
             _, truth = exact_objective(policy, _reward)
             table = replica_table(policy, old, objective, config, advantage, adv_config)
             exact = table.exact(truth.reshape(-1))
             mean_exact = (table.prob @ table.g).numpy()
-            sums = batch_sums(table, R, np.random.default_rng(len(out)))
+            sums = batch_sums(table, R, np.random.default_rng(2 * i))
             rows = []
             for seed in range(R):
                 patch.setattr(montecarlo, "_chunk", _replicas_from(sums, seed))
@@ -181,8 +181,7 @@ def runs():
                                                  seed=seed), truth=truth))
             patch.undo()
             out[name] = (exact, mean_exact, rows, sums, truth.reshape(-1))
-            if off:
-                out["table"] = table
+            out[("table", name)] = table
     finally:
         patch.undo()
     return out
@@ -225,19 +224,19 @@ def test_mean_gradient_coordinate_intervals_cover(runs, case):
 @pytest.mark.statistical
 def test_jackknife_of_the_norm_is_flagged_at_zero_bias(runs):
     """The interval the bias norm used before (a delete-one-batch jackknife of ‖d̄‖, with d_j the
-    batch means minus ∇J) undercovers at zero bias; the noncentral-χ² interval on the same batch
-    means does not."""
-    exact, _, _, sums, truth = runs["reinforce (unbiased, on-policy)"]
+    batch means minus ∇J) undercovers at zero bias (the noncentral-χ² interval that replaced it:
+    ``test_every_reported_interval_covers``)."""
+    case = "reinforce (unbiased, on-policy)"
+    exact, _, _, _, truth = runs[case]
     assert exact["bias_norm"] < 1e-12
-    jack = ours = 0
-    for seed in range(R):
+    n = 4 * R  # measured 0.873 (0.88-0.90 on other draws): 4R draws flag 0.90 with power > 0.99
+    sums = batch_sums(runs[("table", case)], n, np.random.default_rng(5))
+    jack = 0
+    for seed in range(n):
         d = torch.from_numpy(sums[0][seed] / PER_BATCH) - truth
         iv = _jackknife(d, lambda m: float(m.norm()), NOMINAL)
         jack += iv.low <= 0.0 <= iv.high
-        iv = montecarlo._norm_interval(d, NOMINAL)
-        ours += iv.low <= 0.0 <= iv.high
-    assert _undercovers(jack, R), jack / R
-    assert not _undercovers(ours, R), ours / R
+    assert _undercovers(jack, n), jack / n
 
 
 @pytest.mark.statistical
@@ -248,7 +247,7 @@ def test_bias_and_cosine_intervals_cover_a_bias_of_two_standard_errors(runs, rat
     t = E ĝ − ratio·SE·v₁ (v₁ the top eigenvector of Cov ĝ), so ‖E ĝ − t‖ = ratio·SE exactly; the
     batch means are the cispo case's (the same draws ``mc_gradient`` saw)."""
     _, mean_exact, _, sums, _ = runs["cispo (biased, off-policy)"]
-    table = runs["table"]
+    table = runs[("table", "cispo (biased, off-policy)")]
     g = table.g - torch.from_numpy(mean_exact)
     cov = (table.prob[:, None] * g).T @ g
     eigval, eigvec = torch.linalg.eigh(cov)
