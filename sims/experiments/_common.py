@@ -24,10 +24,10 @@ bias norm ‖E ĝ − ∇J‖             noncentral-χ² inversion (engine)    
                                                                              a bias of 2 SE
 cosine to ∇J                     projection t × norm interval, Bonferroni    0.978-0.998
 SNR                              delete-one-batch jackknife (engine)         0.985-0.990
-dynamics bands over 8 seeds      t over seeds (``mean_interval``)            0.941-0.957; pass@k
-                                                                             0.85-0.89 and the
+dynamics bands over 8 seeds      t over seeds (``mean_interval``)            0.933-0.955; pass@k
+                                                                             0.84-0.89 and the
                                                                              zero-gradient
-                                                                             fraction 0.34-0.91
+                                                                             fraction 0.33-0.93
                                                                              undercover
 variance / std of samples        delta method (``variance_interval``)        0.94-0.95 on light
                                                                              tails; k3 at μ = 1:
@@ -39,7 +39,7 @@ variance / std of samples        delta method (``variance_interval``)        0.9
 Engine rows: ``tests/sims/engines/test_coverage.py`` (R = 400 seeds, M = 4000, a 729-group replica
 distribution enumerated exactly, a biased off-policy and an unbiased on-policy estimator); the
 others: ``tests/sims/experiments/test_coverage.py``. The bias norm and cosine intervals replaced
-jackknifes that undercovered near 0 bias (0.88) and near cos = 1 (0.91). The undercovering bands
+jackknifes that undercovered near 0 bias (0.87-0.90) and near cos = 1 (0.91). The undercovering bands
 (skewed or discrete metrics over 8 seeds: a set of equal seeds gets a zero-width band) and the
 heavy-tailed delta method at small n are recorded there as strict xfails.
 """

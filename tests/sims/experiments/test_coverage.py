@@ -12,10 +12,10 @@ Its coverage depends on the shape of the per-seed distribution, so the test draw
 distribution from real training runs (``dynamics.train``, 2 steps, ``POOL`` seeds per task) and
 measures coverage in the bootstrap world: ``R`` sets of 8 seeds drawn with replacement from the
 pool, whose mean is then the exact truth. Measured (difficulty spread / multi-solution): reward
-0.946 / 0.943, entropy 0.957 / 0.942, KL to init 0.953 / 0.942, solutions kept 0.945 / 0.941.
+0.944 / 0.933, entropy 0.952 / 0.939, KL to init 0.955 / 0.939, solutions kept 0.948 / 0.945.
 Two metrics undercover and are recorded as strict xfails (they must keep failing, with the
-number, until the band is fixed): pass@k 0.889 / 0.847 (bounded near 1, a few low seeds: sets
-without one get a narrow band above the mean) and the zero-gradient fraction 0.913 / 0.344
+number, until the band is fixed): pass@k 0.887 / 0.842 (bounded near 1, a few low seeds: sets
+without one get a narrow band above the mean) and the zero-gradient fraction 0.925 / 0.333
 (mostly exactly 0: a set of equal seeds gets the zero-width band ``mean_interval`` returns when
 the standard error is 0).
 
@@ -45,7 +45,7 @@ from sims.kl import kl_values
 
 MARGIN = 0.01  # practical margin below LEVEL (as in tests/sims/engines/test_coverage.py)
 ALPHA = 1e-3  # false-failure rate of one binomial test
-R = 1000  # resampled seed sets per band
+R = 3000  # resampled seed sets per band
 R_VAR = 300  # samples per variance case
 POOL = 20  # training runs per task behind the bootstrap world
 N_SEEDS = 8  # the full report's n_seeds
@@ -97,7 +97,7 @@ def band_coverage(pool: np.ndarray, rng: np.random.Generator) -> tuple[int, int]
 
 
 TASKS = ("difficulty spread", "multi-solution")
-BAND_KNOWN_SHORT = ("pass@k", "zero_grad_frac")  # measured 0.889/0.847 and 0.913/0.344 (module doc)
+BAND_KNOWN_SHORT = ("pass@k", "zero_grad_frac")  # measured 0.887/0.842 and 0.925/0.333 (module doc)
 BAND_OK = [(t, m) for t in TASKS for m in D.METRICS if m not in BAND_KNOWN_SHORT]
 
 
