@@ -165,6 +165,12 @@ class FusedObjective:
 
 
 @njit(inline="always")
+def _adv(adv, i, t):
+    """A_it as float64: ``adv`` is ``[N, T]`` or ``[N, 1]`` (one advantage per sequence)."""
+    return np.float64(adv[i, t if adv.shape[1] > 1 else 0])
+
+
+@njit(inline="always")
 def _clip(x, lo, hi):
     return min(max(x, lo), hi)
 
@@ -185,7 +191,7 @@ def _row_reinforce(i, lp, lo, adv, mask, p, w, c, n, sd, sa, sl):
                 omega = math.exp(min(lam, log_cap))
                 if mode == 1 and lam > log_cap:
                     omega = 0.0
-            w[i, t] = c * omega * np.float64(adv[i, t])
+            w[i, t] = c * omega * _adv(adv, i, t)
 
 
 @njit(inline="always")
@@ -202,7 +208,7 @@ def _row_ppo_clip(i, lp, lo, adv, mask, p, w, c, n, sd, sa, sl):
     opsm_kl = -sd / n  # mean_t m(ℓ^old - ℓ)
     for t in range(lp.shape[1]):
         if mask[i, t] != 0:
-            a = np.float64(adv[i, t])
+            a = _adv(adv, i, t)
             d = np.float64(lp[i, t]) - np.float64(lo[i, t])
             rho = math.exp(d)
             x = a * rho
@@ -237,7 +243,7 @@ def _row_gspo_token(i, lp, lo, adv, mask, p, w, c, n, sd, sa, sl):
     clamped = sd / n < p[3] or sd / n > p[4]  # the log-ratio clamp of log ŝ binds
     for t in range(lp.shape[1]):
         if mask[i, t] != 0:
-            a = np.float64(adv[i, t])
+            a = _adv(adv, i, t)
             w[i, t] = 0.0 if clamped or _gspo_zero(a, s, p[0], p[1], p[2]) else c * a * s
 
 
@@ -267,14 +273,14 @@ def _row_cispo(i, lp, lo, adv, mask, p, w, c, n, sd, sa, sl):
     for t in range(lp.shape[1]):
         if mask[i, t] != 0:
             rho = math.exp(np.float64(lp[i, t]) - np.float64(lo[i, t]))
-            w[i, t] = c * _clip(rho, p[0], p[1]) * np.float64(adv[i, t])
+            w[i, t] = c * _clip(rho, p[0], p[1]) * _adv(adv, i, t)
 
 
 @njit(inline="always")
 def _row_sapo(i, lp, lo, adv, mask, p, w, c, n, sd, sa, sl):
     for t in range(lp.shape[1]):
         if mask[i, t] != 0:
-            a = np.float64(adv[i, t])
+            a = _adv(adv, i, t)
             d = np.float64(lp[i, t]) - np.float64(lo[i, t])
             rho = math.exp(d)
             sig = _sigmoid((p[0] if a > 0 else p[1]) * (rho - 1.0))
@@ -290,14 +296,14 @@ def _row_sgs_cispo(i, lp, lo, adv, mask, p, w, c, n, sd, sa, sl):
     q = 0.0  # Σ_s m 1[A_s > 0] cw_s A_s ℓ_s (the S-gradient term of sequence/geometric P)
     if stop == 0 and p_mode != 0:
         for t in range(lp.shape[1]):
-            a = np.float64(adv[i, t])
+            a = _adv(adv, i, t)
             if mask[i, t] != 0 and a > 0:
                 x = np.float64(lp[i, t])
                 q += _clip(math.exp(x - np.float64(lo[i, t])), low, high) * a * x
         q *= k * sig_row * (1.0 - sig_row) * p_row / (1.0 if p_mode == 1 else n)
     for t in range(lp.shape[1]):
         if mask[i, t] != 0:
-            a = np.float64(adv[i, t])
+            a = _adv(adv, i, t)
             x = np.float64(lp[i, t])
             cw = _clip(math.exp(x - np.float64(lo[i, t])), low, high)
             if p_mode == 0:
@@ -321,7 +327,7 @@ def _row_sgs_cispo(i, lp, lo, adv, mask, p, w, c, n, sd, sa, sl):
 def _row_dro(i, lp, lo, adv, mask, p, w, c, n, sd, sa, sl):
     for t in range(lp.shape[1]):
         if mask[i, t] != 0:
-            w[i, t] = c * (np.float64(adv[i, t]) - p[0] * (np.float64(lp[i, t]) - np.float64(lo[i, t])))
+            w[i, t] = c * (_adv(adv, i, t) - p[0] * (np.float64(lp[i, t]) - np.float64(lo[i, t])))
 
 
 @njit(inline="always")
@@ -337,7 +343,7 @@ def _row_dppo(i, lp, lo, adv, mask, p, w, c, n, sd, sa, sl, kl_region):
     d_low, d_high, log_cap = p[0], p[1], p[2]
     for t in range(lp.shape[1]):
         if mask[i, t] != 0:
-            a = np.float64(adv[i, t])
+            a = _adv(adv, i, t)
             x, y = np.float64(lp[i, t]), np.float64(lo[i, t])
             if kl_region:
                 div = _binary_kl(x, y)
@@ -361,7 +367,7 @@ def _begin(i, lp, lo, adv, mask, scale, w):
             n += 1
             x = np.float64(lp[i, t])
             sd += x - np.float64(lo[i, t])
-            sa += np.float64(adv[i, t])
+            sa += _adv(adv, i, t)
             sl += x
     return n, sd, sa, sl, np.float64(scale[i])
 
@@ -646,8 +652,8 @@ def fused_token_stats(entry: FusedObjective, config, logp: Tensor, old_logp: Ten
     ``sims.engines.kernels.token_stats`` after an autograd call of the objective with
     ``agg="token-sum"`` (module docstring): ``w = scale_i · w⁰``. ``config``'s own aggregation is
     not read (``scale`` is the normaliser). The numba kernel on the CPU, ``fused_token_stats_torch``
-    elsewhere. Inputs are the engine's: ``[N, T]`` tensors of one dtype (``adv`` may be an
-    expanded view), a 0/1 mask with a valid token in every row; they are not validated here."""
+    elsewhere. Inputs are the engine's: ``[N, T]`` tensors of one dtype (``adv`` may be a view
+    expanded along T), a 0/1 mask with a valid token in every row; they are not validated here."""
     if logp.device.type == "cpu":
         return fused_token_stats_cpu(entry, config, logp, old_logp, adv, mask, scale)
     return fused_token_stats_torch(entry, config, logp, old_logp, adv, mask, scale)
@@ -661,8 +667,11 @@ def fused_token_stats_cpu(entry, config, logp, old_logp, adv, mask, scale):
     n_valid = torch.empty(n, dtype=torch.int64)
     log_ratio = torch.empty(n, dtype=torch.float64)
     p = np.asarray(entry.params(config), dtype=np.float64)
-    # contiguous copies (a no-op for contiguous inputs; the engine's advantages are an expanded
-    # view), so each kernel is compiled once per dtype rather than once per memory layout too
+    # contiguous arrays, so each kernel is compiled once per dtype rather than once per memory
+    # layout too (a no-op for contiguous inputs); advantages expanded along T (one per sequence,
+    # as the engine's) go as their [N, 1] column, which the kernels read as A_it for every t
+    if adv.shape[1] > 1 and adv.stride(1) == 0:
+        adv = adv[:, :1]
     arrays = (logp, old_logp, adv, mask, scale.to(torch.float64))
     entry.kernel(p, *(x.detach().contiguous().numpy() for x in arrays), w.numpy(), n_zero.numpy(),
                  n_valid.numpy(), log_ratio.numpy())

@@ -306,3 +306,14 @@ def test_weights_mode_is_validated():
         MCConfig(weights="numba")
     with pytest.raises(ValueError, match="weights='x' is invalid"):
         select_weights(OBJECTIVES["cispo"], O.CispoConfig(), "x")
+
+
+def test_advantages_expanded_along_t_read_as_one_per_sequence():
+    # the engine passes one advantage per sequence as an expanded [N, T] view
+    b = make_batch(3, 2, 3, 5, per_token_adv=False)
+    expanded = b.adv[:, :1].expand_as(b.adv)
+    cfg = O.PpoClipConfig(agg="token-sum")
+    scale = torch.ones(b.adv.shape[0], dtype=torch.float64)
+    dense = fused_token_stats_cpu(FUSED["ppo_clip"], cfg, b.logp, b.old_logp, expanded.contiguous(), b.mask, scale)
+    view = fused_token_stats_cpu(FUSED["ppo_clip"], cfg, b.logp, b.old_logp, expanded, b.mask, scale)
+    assert expanded.stride(1) == 0 and all(torch.equal(x, y) for x, y in zip(dense, view))
