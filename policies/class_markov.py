@@ -29,7 +29,14 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
-from policies.kernels import BITS, _uniform, check_tokens, counter_uniforms, draw_seed, search_cdf
+from policies.kernels import (
+    BITS,
+    _uniform,
+    check_tokens,
+    counter_uniforms,
+    draw_seed,
+    search_cdf,
+)
 from policies.table import TablePolicy, check_count, check_horizon
 
 
@@ -111,12 +118,14 @@ class ClassMarkovPolicy(TablePolicy):
         """S, the number of token classes (rows other than the begin row)."""
         return self.n_rows - 1
 
-    def with_logits(self, logits: Tensor) -> "ClassMarkovPolicy":
+    def with_logits(self, logits: Tensor) -> ClassMarkovPolicy:
         return ClassMarkovPolicy(logits, horizon=self.horizon, eos=self.eos)
 
-    def with_horizon(self, horizon: int) -> "ClassMarkovPolicy":
-        """The same table sampled for ``horizon`` positions."""
-        return ClassMarkovPolicy(self.logits, horizon=horizon, eos=self.eos)
+    def with_horizon(self, horizon: int) -> ClassMarkovPolicy:
+        """The same table sampled for ``horizon`` positions (sharing the sampling tables already built)."""
+        out = ClassMarkovPolicy(self.logits, horizon=horizon, eos=self.eos)
+        out._cached = getattr(self, "_cached", None)
+        return out
 
     def rows(self, tokens: Tensor) -> Tensor:
         """Token t is drawn from the row of class c(o_{t−1}) = o_{t−1} mod S; the first from row S."""
@@ -220,8 +229,9 @@ class ClassMarkovPolicy(TablePolicy):
 
 
 @njit(parallel=True, cache=True)
-def _score_sq_norms(w, ctx, tokens, probs, p_sq, n_blocks, out):
-    """out[i] = ‖g_i‖² of g_i = Σ_t w_it (e_{o_it} − p_{c_it}) (see ``score_sq_norms``)."""
+def _score_sq_norms(w, ctx, tokens, probs, p_sq, n_blocks, out, hist_sum, w_sum):
+    """out[i] = ‖g_i‖² of g_i = Σ_t w_it (e_{o_it} − p_{c_it}); per block, hist_sum[blk] += Σ_i H_i and
+    w_sum[blk] += Σ_i W_i (see ``score_sq_norms``)."""
     n, horizon = tokens.shape
     n_ctx, vocab = probs.shape
     per = (n + n_blocks - 1) // n_blocks
@@ -233,6 +243,8 @@ def _score_sq_norms(w, ctx, tokens, probs, p_sq, n_blocks, out):
                 x = np.float64(w[i, t])
                 hist[ctx[i, t] * vocab + tokens[i, t]] += x
                 w_row[ctx[i, t]] += x
+                hist_sum[blk, ctx[i, t] * vocab + tokens[i, t]] += x
+                w_sum[blk, ctx[i, t]] += x
             acc = 0.0
             for t in range(horizon):  # each (c, v) cell once: later visits read the reset 0
                 c = ctx[i, t]
@@ -249,17 +261,24 @@ def _score_sq_norms(w, ctx, tokens, probs, p_sq, n_blocks, out):
 
 def score_sq_norms(policy: TablePolicy, weights: Tensor, tokens: Tensor, *, probs: Tensor | None = None,
                    ctx: Tensor | None = None) -> Tensor:
-    r"""``[N]`` float64: ‖g_i‖² for each sequence's score g_i = Σ_t w_it ∇_logits log π(o_it) of a table
-    policy without prompts, g_i[c] = H_i[c] − W_i[c]·p_c (``TablePolicy.score_sum`` of one row):
+    """``[N]`` float64: ‖g_i‖² of each sequence's score (``score_moments``, first output)."""
+    return score_moments(policy, weights, tokens, probs=probs, ctx=ctx)[1]
+
+
+def score_moments(policy: TablePolicy, weights: Tensor, tokens: Tensor, *, probs: Tensor | None = None,
+                  ctx: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    r"""(Σ_i g_i shaped like ``logits``, ``[N]`` ‖g_i‖²), float64, for each sequence's score
+    g_i = Σ_t w_it ∇_logits log π(o_it) of a table policy without prompts, g_i[c] = H_i[c] − W_i[c]·p_c
+    (``TablePolicy.score_sum`` of one row):
 
     ‖g_i‖² = Σ_{c,v} H_i[c,v]² − 2 Σ_c W_i[c] Σ_v H_i[c,v] p_c[v] + Σ_c W_i[c]² ‖p_c‖²,
 
     in O(T) per sequence with a scratch histogram reset as it is read (no ``[N, C·V]`` tensor),
-    a numba kernel (CPU). The reference is ``score_sum`` of each row, squared and summed. ``probs``
+    a numba kernel (CPU). The reference is ``score_sum`` of each row (and of all rows). ``probs``
     (``[C, V]`` float64 row probabilities) and ``ctx`` (``policy.contexts(tokens)``) may be passed when
     the caller has them already (they are not recomputed; the caller vouches that they match)."""
     if policy.n_prompts is not None:
-        raise ValueError("score_sq_norms takes a policy without prompts; allowed: n_prompts=None")
+        raise ValueError("score_moments takes a policy without prompts; allowed: n_prompts=None")
     check_tokens(tokens, policy.vocab)
     if not isinstance(weights, Tensor) or weights.shape != tokens.shape:
         raise ValueError(f"weights must be a tensor of the tokens' shape {tuple(tokens.shape)}, got "
@@ -268,7 +287,11 @@ def score_sq_norms(policy: TablePolicy, weights: Tensor, tokens: Tensor, *, prob
         probs = torch.softmax(policy.logits.detach(), -1).to(torch.float64).reshape(-1, policy.vocab)
     out = np.empty(tokens.shape[0])
     ctx = (policy.contexts(tokens) if ctx is None else ctx).contiguous()
+    n_blocks = max(1, min(tokens.shape[0], 2 * numba.get_num_threads()))
+    hist_sum = np.zeros((n_blocks, probs.numel()))
+    w_sum = np.zeros((n_blocks, probs.shape[0]))
     _score_sq_norms(weights.detach().to(torch.float64).contiguous().numpy(), ctx.numpy(),
                     tokens.contiguous().numpy(), probs.contiguous().numpy(), (probs * probs).sum(-1).numpy(),
-                    max(1, min(tokens.shape[0], 2 * numba.get_num_threads())), out)
-    return torch.from_numpy(out)
+                    n_blocks, out, hist_sum, w_sum)
+    total = torch.from_numpy(hist_sum.sum(0)).reshape(probs.shape) - torch.from_numpy(w_sum.sum(0))[:, None] * probs
+    return total.reshape(policy.logits.shape), torch.from_numpy(out)

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
 import numpy as np
 import torch
 from scipy import stats
 from scipy.special import logsumexp
 
 from policies._bisect import bisect_crossing
-from policies.class_markov import ClassMarkovPolicy, score_sq_norms
+from policies.class_markov import ClassMarkovPolicy, score_moments, score_sq_norms
 from policies.kernels import draw_seed, gather_rows
 from policies.table import divergence_rows
 from sims._checks import require
@@ -222,7 +223,7 @@ class EvenCount:
 def median_reward(old: ClassMarkovPolicy) -> EvenCount:
     """``EvenCount`` with the threshold ⌈E_old #even⌉ (exact, from the row marginals): pass rate near 1/2."""
     even = torch.softmax(old.logits, -1)[:, 0::2].sum(-1)  # [S + 1]
-    return EvenCount(int(math.ceil(float((old.row_marginals() @ even).sum()))))
+    return EvenCount(math.ceil(float((old.row_marginals() @ even).sum())))
 
 
 def _weights(spec, cfg, logp, old_logp, adv, mask) -> torch.Tensor:
@@ -236,6 +237,52 @@ def _weights(spec, cfg, logp, old_logp, adv, mask) -> torch.Tensor:
     (grad,) = torch.autograd.grad(loss, x)
     n = logp.shape[0]
     return -grad * _normaliser(cfg.agg, mask, n, 1, 1, logp.shape[1])[:, None]
+
+
+def _active(adv: torch.Tensor, ratio: torch.Tensor, eps_low, eps_high: float) -> torch.Tensor:
+    """Where the unclipped branch of min(r·A, clip(r)·A) is taken (its gradient flows): A > 0 and
+    r < 1 + ε_high, or A < 0 and r > 1 − ε_low (always, without a lower bound)."""
+    low = -math.inf if eps_low is None else 1.0 - eps_low
+    return torch.where(adv > 0, ratio < 1.0 + eps_high, torch.where(adv < 0, ratio > low, torch.zeros_like(ratio, dtype=torch.bool)))
+
+
+def closed_form_weights(objective: str, cfg, logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+    """w_it of the long study's estimators in closed form (no mask: every position is valid), for
+    one sequence per replica under the aggregations of ``default_long_estimators``:
+
+    * ``reinforce`` (token IS, no cap): w = ρ_t·A;
+    * ``cispo``: w = clip(ρ_t, 1 − ε_low, 1 + ε_high)·A;
+    * ``ppo_clip``: w = ρ_t·A where the unclipped branch is taken (``_active``), else 0;
+    * ``gspo``: w = G·A where the unclipped branch of the sequence ratio G = exp(mean_t log ρ_t) is taken;
+    * ``seq_is``: w = R·A, R = exp(Σ_t log ρ_t).
+
+    ``paired_variances`` uses them (the registered objectives' validation and diagnostics cost ~20
+    passes per call at T = 4096) and checks them against the registered code on a block of every
+    grid point (``weight_error``)."""
+    log_rho = logp - old_logp
+    a = adv[:, :1]
+    if objective == "reinforce":
+        return log_rho.exp() * a
+    if objective == "cispo":
+        lo = None if cfg.eps_low is None else 1.0 - cfg.eps_low
+        return log_rho.exp().clamp(min=lo, max=1.0 + cfg.eps_high) * a
+    if objective == "ppo_clip":
+        rho = log_rho.exp()
+        return rho * a * _active(a, rho, cfg.eps_low, cfg.eps_high)
+    if objective == "gspo":
+        g = log_rho.mean(-1, keepdim=True).exp()
+        return (g * a * _active(a, g, cfg.eps_low, cfg.eps_high)).expand_as(log_rho)
+    if objective == "seq_is":
+        return (log_rho.sum(-1, keepdim=True).exp() * a).expand_as(log_rho)
+    raise ValueError(f"objective={objective!r} is invalid; allowed: reinforce, cispo, ppo_clip, gspo, seq_is")
+
+
+def weight_error(objective: str, cfg, logp, old_logp, adv, mask) -> float:
+    """max |w_closed − w_registered| / max(max |w_registered|, 1e-300) on one block (the check of
+    ``closed_form_weights`` against the registered objective's autograd weights)."""
+    ref = _weights(get_objective(objective), cfg, logp, old_logp, adv, mask)
+    got = closed_form_weights(objective, cfg, logp, old_logp, adv)
+    return float((got - ref).abs().max() / ref.abs().max().clamp_min(1e-300))
 
 
 class _Tables:
@@ -262,6 +309,10 @@ class _Tables:
     def sq_norms(self, w: torch.Tensor, tokens: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
         return score_sq_norms(self.policy, w, tokens, probs=self.probs, ctx=ctx)
 
+    def moments(self, w: torch.Tensor, tokens: torch.Tensor, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Σ_i g_i, [n] ‖g_i‖²) (``score_moments``)."""
+        return score_moments(self.policy, w, tokens, probs=self.probs, ctx=ctx)
+
 
 def paired_variances(old: ClassMarkovPolicy, new: ClassMarkovPolicy, reward, estimators, n: int, seed: int,
                      tokens_per_pass: int = TOKENS_PER_PASS) -> dict[str, np.ndarray]:
@@ -270,12 +321,12 @@ def paired_variances(old: ClassMarkovPolicy, new: ClassMarkovPolicy, reward, est
     ĝ = Σ_t w_t ∇θ log π_θ(o_t) (A = R, no baseline), all estimators on the same sequences:
     v_j = (Σ_i ‖ĝ_i‖² − m‖ḡ_j‖²)/(m − 1). Returns {label: [MC_BATCHES] array}. Sequences are drawn in
     passes of at most ``tokens_per_pass`` tokens; the values do not depend on the pass size beyond
-    float64 summation order. ``estimators``: (label, registered objective, config) triples."""
+    float64 summation order. ``estimators``: (label, registered objective, config) triples, weights by
+    ``closed_form_weights`` (the caller checks them with ``weight_error``)."""
     require(isinstance(n, int) and n >= 2 * MC_BATCHES and n % MC_BATCHES == 0, "n", n,
             f"a multiple of {MC_BATCHES}, >= {2 * MC_BATCHES}")
     m = n // MC_BATCHES
     rows = max(1, min(m, tokens_per_pass // old.horizon))
-    specs = [(label, get_objective(obj), cfg) for label, obj, cfg in estimators]
     out = {label: np.empty(MC_BATCHES) for label, *_ in estimators}
     stream = draw_seed(torch.Generator().manual_seed(int(seed)))
     t_new, t_old = _Tables(new), _Tables(old)
@@ -289,12 +340,12 @@ def paired_variances(old: ClassMarkovPolicy, new: ClassMarkovPolicy, reward, est
             mask = old.mask(tokens)
             adv = reward(tokens, mask).reshape(-1, 1).expand(mask.shape)
             logp, old_logp = t_new.log_prob(tokens, ctx), t_old.log_prob(tokens, ctx)
-            for label, spec, cfg in specs:
-                w = _weights(spec, cfg, logp, old_logp, adv, mask)
-                sum_g[label] += t_new.score_sum(w, tokens, ctx)
-                sum_sq[label] += float(t_new.sq_norms(w, tokens, ctx).sum())
-        for label in sum_g:
-            mean = sum_g[label] / m
+            for label, objective, cfg in estimators:
+                g, sq = t_new.moments(closed_form_weights(objective, cfg, logp, old_logp, adv), tokens, ctx)
+                sum_g[label] += g
+                sum_sq[label] += float(sq.sum())
+        for label, total in sum_g.items():
+            mean = total / m
             out[label][j] = (sum_sq[label] - m * float((mean * mean).sum())) / (m - 1)
     return out
 
@@ -408,7 +459,8 @@ def log_var_ratio_vs_exact(batches: np.ndarray, log_const: float, moment: Estima
     se_e = float(b.std(ddof=1) / math.sqrt(b.size)) / ve
     log_seq = log_const + math.log(moment.value) + math.log1p(-grad_sq * math.exp(-log_const) / moment.value)
     z = float(stats.norm.ppf(0.5 + level / 2))
-    se_m = (moment.high - moment.low) / (2 * z) / moment.value  # moment's half-width back to its se, relative
+    z_m = float(stats.norm.ppf(0.5 + LEVEL / 2))  # the moment's interval is at LEVEL
+    se_m = (moment.high - moment.low) / (2 * z_m) / moment.value  # its half-width back to its se, relative
     value = math.log(ve) - log_seq
     half = z * math.sqrt(se_e ** 2 + se_m ** 2)
     split = None

@@ -13,6 +13,13 @@ at several per-token KL from ``perturb``). Positions are independent, so
 Measured: enumeration checks of the published example (T = 5), E_old[G] versus T (exact, and a
 Monte Carlo check with 95% intervals), the gap 1 − E[G] versus the divergence, Var(G)·T and
 Var(log G)·T (the 1/T claim), and on samples the fraction with G > R and the AM-GM gap.
+
+Long part (``sims.experiments._long``): T up to 4096 and V = 32,768 on independent positions
+(where Var(log G) = Var(log ρ)/T holds by construction) and on dependent positions (a sticky
+4-class Markov chain, token log-ratios autocorrelated), at several per-token KL κ. From sequence
+log-ratios summed in log space: T·Var(log G) with its 95% interval per (setup, κ, T), the
+departure from 1/T log(T_max·Var_max / (T_min·Var_min)) with its interval (0 is exactly 1/T),
+Var(G), E_old[G] and P(G > R).
 """
 
 from __future__ import annotations
@@ -27,9 +34,28 @@ import torch
 from policies.perturb import perturb
 from policies.tabular import TabularPolicy
 from sims._checks import require
-from sims.experiments._common import (Estimate, Published, Result, mean_interval, seeded, token_log_ratios,
-                                     variance_interval)
-from sims.experiments._plotting import PALETTE, Figure, fmt, legend_outside, line_kw, new_figure, plot_to, style
+from sims.experiments import _long
+from sims.experiments._common import (
+    LEVEL,
+    Estimate,
+    Published,
+    Result,
+    mean_interval,
+    seeded,
+    token_log_ratios,
+    variance_interval,
+)
+from sims.experiments._plotting import (
+    PALETTE,
+    Figure,
+    fmt,
+    join,
+    legend_outside,
+    line_kw,
+    new_figure,
+    plot_to,
+    style,
+)
 
 NAME = "gspo_weight"
 TITLE = "GSPO's geometric-mean weight against the true importance weight"
@@ -46,6 +72,8 @@ class Config:
         vocab: V of the divergence sweep.
         sweep_horizon: T of the divergence sweep.
         n_samples: Monte Carlo samples per point.
+        long_horizons, long_kls, long_vocab: the long part's (T, κ) grid and V.
+        long_samples: sequences per (setup, κ, T) of the long part.
     """
 
     horizons: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -53,23 +81,32 @@ class Config:
     vocab: int = 8
     sweep_horizon: int = 16
     n_samples: int = 50_000
+    long_horizons: tuple[int, ...] = (16, 64, 256, 1024, 4096)
+    long_kls: tuple[float, ...] = (0.001, 0.01, 0.05)
+    long_vocab: int = 32_768
+    long_samples: int = 4_000
 
     def __post_init__(self) -> None:
         require(len(self.horizons) >= 2 and min(self.horizons) >= 1, "horizons", self.horizons, ">= 2 values >= 1")
         require(len(self.kls) >= 2 and min(self.kls) > 0, "kls", self.kls, ">= 2 values > 0")
         require(self.n_samples >= 2, "n_samples", self.n_samples, ">= 2")
+        require(len(self.long_horizons) >= 2 and min(self.long_horizons) >= 2, "long_horizons",
+                self.long_horizons, "at least two T >= 2")
+        require(len(self.long_kls) >= 1 and min(self.long_kls) > 0, "long_kls", self.long_kls, "one or more κ > 0")
+        require(self.long_samples >= 8, "long_samples", self.long_samples, ">= 8")
 
     @classmethod
-    def quick(cls) -> "Config":
-        return cls(horizons=(1, 2, 4, 8, 16, 64), n_samples=20_000)
+    def quick(cls) -> Config:
+        return cls(horizons=(1, 2, 4, 8, 16, 64), n_samples=20_000, long_samples=1_000)
 
     @classmethod
-    def full(cls) -> "Config":
+    def full(cls) -> Config:
         return cls(horizons=(1, 2, 4, 8, 16, 32, 64, 128, 256), n_samples=200_000)
 
     @classmethod
-    def tiny(cls) -> "Config":
-        return cls(horizons=(1, 4), kls=(0.05, 0.5), n_samples=500)
+    def tiny(cls) -> Config:
+        return cls(horizons=(1, 4), kls=(0.05, 0.5), n_samples=500, long_horizons=(4, 16), long_kls=(0.05,),
+                   long_vocab=64, long_samples=200)
 
 
 def iid_pair(mu, pi, horizon: int) -> tuple[TabularPolicy, TabularPolicy]:
@@ -142,8 +179,59 @@ def run(config: Config, *, seed: int = 0, device: str = "cpu") -> Result:
         m, p = _row_probs(base), _row_probs(moved)
         add("divergence sweep", t, kl, "E[G]", Estimate.exact(expected_g(m, p, t)), "exact (independence)")
         add("divergence sweep", float("inf"), kl, "E[G]", Estimate.exact(float(np.exp(-kl))), "limit exp(−KL)")
+    long_est: dict[tuple[str, float, int, str], Estimate] = {}
+    for si, setup in enumerate(_long.default_setups(config.long_vocab)):
+        for ki, kl in enumerate(config.long_kls):
+            old0, new0 = _long.policy_pair(setup, kl, max(config.long_horizons), seed + 101 * si)
+            for t in config.long_horizons:
+                log_r, _ = _long.sequence_log_ratios(old0.with_horizon(t), new0.with_horizon(t), config.long_samples,
+                                                     seed * 7_919 + 50_000 + 1_000 * si + 100 * ki + t)
+                for quantity, est in _long.log_space_stats(log_r, t).items():
+                    if quantity in LONG_QUANTITIES:
+                        add(f"long: {setup.name}", t, kl, quantity, est, "monte carlo (log space)")
+                        long_est[(setup.name, kl, t, quantity)] = est
     table = pd.DataFrame(rows)
-    return Result(NAME, config, table, _summary(table, example, kl_example), _published(example, kl_example))
+    summary = _summary(table, example, kl_example) | _long_summary(long_est, config)
+    return Result(NAME, config, table, summary, _published(example, kl_example))
+
+
+LONG_QUANTITIES = ("T·Var(log G)", "Var(G)", "E[G]", "P(G > R)")
+
+
+def log_ratio_of(a: Estimate, b: Estimate, level: float = LEVEL, *, halves: bool = True) -> Estimate:
+    """log(a / b) of two independent positive estimates with normal-approximation intervals: se of
+    log x = se(x)/x (half-width / z), combined in quadrature (delta method); halves from theirs."""
+    from scipy import stats
+
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    se = float(np.hypot((a.high - a.low) / (2 * z) / a.value, (b.high - b.low) / (2 * z) / b.value))
+    v = float(np.log(a.value / b.value))
+    split = None
+    if halves and a.halves is not None and b.halves is not None:
+        split = tuple(log_ratio_of(x, y, level, halves=False) for x, y in zip(a.halves, b.halves))
+    return Estimate(v, v - z * se, v + z * se, split)
+
+
+def _long_summary(est: dict[tuple[str, float, int, str], Estimate], config: Config) -> dict[str, Any]:
+    """Long-part records, each naming its setup, κ and T (see the module doc)."""
+    setups = [s.name for s in _long.default_setups(config.long_vocab)]
+    out: dict[str, Any] = {"long_horizons": list(config.long_horizons), "long_kls": list(config.long_kls),
+                           "long_setups": setups}
+    for key, quantity in (("long_t_var_log_g", "T·Var(log G)"), ("long_E_G", "E[G]"), ("long_p_g_above_r", "P(G > R)"),
+                          ("long_var_g", "Var(G)")):
+        out[key] = [{"setup": s, "kl": kl, "T": t, "estimate": est[(s, kl, t, quantity)]}
+                    for s in setups for kl in config.long_kls for t in config.long_horizons]
+    t_min, t_max = min(config.long_horizons), max(config.long_horizons)
+    ts = np.log(np.array(config.long_horizons, dtype=float))
+    out["long_one_over_t_departure"] = [  # log(T_max·Var(log G)_max / (T_min·Var(log G)_min)); 0 is exactly 1/T
+        {"setup": s, "kl": kl, "T_min": t_min, "T_max": t_max,
+         "log_ratio": log_ratio_of(est[(s, kl, t_max, "T·Var(log G)")], est[(s, kl, t_min, "T·Var(log G)")])}
+        for s in setups for kl in config.long_kls]
+    out["long_var_g_loglog_slope"] = [
+        {"setup": s, "kl": kl, "slope": float(np.polyfit(ts, np.log([est[(s, kl, t, "Var(G)")].value
+                                                                     for t in config.long_horizons]), 1)[0])}
+        for s in setups for kl in config.long_kls]
+    return out
 
 
 def _scaled(e: Estimate, t: float) -> Estimate:
@@ -228,7 +316,59 @@ def figures(result: Result) -> list[Figure]:
         f"KL. Right (an identity, not data): G lies between R and 1, so it overestimates R whenever R < 1; on samples "
         f"P(G > R) rises from {above[min(above)]} at T = {min(above)} to {above[max(above)]} at T = {max(above)}."
     )
-    return [Figure(NAME, fig, caption)]
+    return [Figure(NAME, fig, caption)] + _long_figures(result)
+
+
+def _long_figures(result: Result) -> list[Figure]:
+    """T·Var(log G) against T relative to its value at the shortest T (1 is exactly 1/T), and Var(G)
+    against T, per setup and κ, at LLM lengths (long part)."""
+    table, cfg, summary = result.table, result.config, result.summary
+    if not summary.get("long_t_var_log_g"):
+        return []
+    setups, kls = summary["long_setups"], summary["long_kls"]
+    t_min, t_max = min(cfg.long_horizons), max(cfg.long_horizons)
+    with style():
+        fig, axes = new_figure(1, 2, width=6.5, height=3.0)
+        ax_l, ax_g = axes[0]
+        for si, name in enumerate(setups):
+            for ki, kl in enumerate(kls):
+                i = si * len(kls) + ki
+                g = table[(table.setting == f"long: {name}") & (table.kl == kl)]
+                v = g[g.quantity == "T·Var(log G)"].sort_values("T")
+                ref = float(v[v["T"] == t_min]["value"].iloc[0])
+                ax_l.plot(v["T"], v["value"] / ref, **line_kw(i), label=f"{name}, κ = {kl:g}")
+                ax_l.fill_between(v["T"].astype(float), v["low"] / ref, v["high"] / ref, color=PALETTE[i], alpha=0.2, lw=0)
+                w = g[g.quantity == "Var(G)"].sort_values("T")
+                ax_g.errorbar(w["T"], w["value"], yerr=[w["value"] - w["low"].clip(lower=w["value"] * 1e-3),
+                                                       w["high"] - w["value"]], **line_kw(i))
+        ax_l.axhline(1.0, color="0.3", lw=0.8, label="exactly 1/T")
+        ax_l.set_xscale("log", base=2)
+        ax_l.set_yscale("log")
+        ax_l.set_ylabel(f"T·Var(log G) / its value at T = {t_min}")
+        ax_l.set_title("Var(log G) ∝ 1/T only for independent positions")
+        first = table[(table.setting.str.startswith("long: ")) & (table.quantity == "Var(G)") & (table["T"] == t_min)]
+        top = float(first["value"].max())
+        ts = np.array(sorted(cfg.long_horizons), dtype=float)
+        ax_g.plot(ts, top * t_min / ts, color="0.3", lw=0.8, ls=":", marker="None", label="1/T")
+        ax_g.set_xscale("log", base=2)
+        ax_g.set_yscale("log")
+        ax_g.set_ylabel("Var_old(G)")
+        ax_g.set_title("Var(G), 95% CI")
+        ax_g.legend(loc="lower left")
+        for ax in (ax_l, ax_g):
+            ax.set_xlabel("sequence length T (tokens)")
+        legend_outside(fig, [ax_l], ncol=4)
+    dep = {(d["setup"], d["kl"]): d["log_ratio"] for d in summary["long_one_over_t_departure"]}
+    slopes = {(d["setup"], d["kl"]): d["slope"] for d in summary["long_var_g_loglog_slope"]}
+    caption = (
+        f"GSPO's 1/T at LLM lengths (V = {cfg.long_vocab}, T = {t_min}–{t_max}). Left: T·Var(log G), divided by its "
+        f"value at T = {t_min}, with 95% bands; a flat line at 1 is Var(log G) ∝ 1/T. With independent positions it "
+        "is flat by construction (log G is a mean of i.i.d. terms); with dependent positions log ρ_t is autocorrelated "
+        "and T·Var(log G) grows until T passes the correlation length: log(T_max·Var_max / (T_min·Var_min)) = "
+        + join(f"{dep[(n, kl)]} ({n}, κ = {kl:g})" for n in setups for kl in kls)
+        + ". Right: Var(G) with a 1/T guide; log-log slopes "
+        + join(f"{fmt(slopes[(n, kl)])} ({n}, κ = {kl:g})" for n in setups for kl in kls) + ".")
+    return [Figure(f"{NAME}_long", fig, caption)]
 
 
 def plot(result: Result, path) -> dict[str, str]:
