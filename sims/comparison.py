@@ -77,6 +77,7 @@ __all__ = ["Compared", "Plan", "resolve", "run_comparison", "build_comparison", 
 
 SCALES = ("tiny", "quick", "full")
 _SUM, _SEQ = "seq-mean-token-sum", "seq-mean-token-mean"
+ROUNDING = 1e-12  # an exact toy update below this is float64 rounding of O(1) terms (length_bias.EXACT_ZERO)
 
 
 @dataclass(frozen=True)
@@ -436,7 +437,9 @@ def _toy_figure(summary: dict[str, Any], q: float) -> Figure:
         x = np.arange(len(names))
         for i, (key, what) in enumerate((("dp_W", "∂p_W (wrong answers' stop prob.)"),
                                          ("dp_C", "∂p_C (correct answers' stop prob.)"))):
-            values = [summary["toy_updates"][n][key] for n in names]
+            # an exact update below ROUNDING is float64 rounding of O(1) terms: drawn and labelled as 0
+            values = [0.0 if abs(summary["toy_updates"][n][key]) < ROUNDING else summary["toy_updates"][n][key]
+                      for n in names]
             ax.bar(x + (i - 0.5) * 0.38, values, 0.38, color=PALETTE[i], hatch=("", "//")[i], edgecolor="white",
                    label=what)
             for xi, v in zip(x + (i - 0.5) * 0.38, values):  # the value on each bar: a 0 is visible too
@@ -449,7 +452,8 @@ def _toy_figure(summary: dict[str, Any], q: float) -> Figure:
         legend_outside(fig, [ax], ncol=2)
     toy = summary["toy_updates"]
     caption = ("Length bias on the Dr. GRPO toy, exact over every ordered group: the expected change of each "
-               "branch's stop probability (the true gradient is 0 for both). A non-zero bar is a length bias: "
+               "branch's stop probability (the true gradient is 0 for both; values below 1e-12, float64 rounding, "
+               "are drawn as 0). A non-zero bar is a length bias: "
                + join(f"{n} ∂p_W = {fmt(toy[n]['dp_W'])}, ∂p_C = {fmt(toy[n]['dp_C'])}" for n in names) + ".")
     return Figure("length_bias", fig, caption)
 
