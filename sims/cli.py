@@ -48,14 +48,18 @@ def _version() -> str:
 def registry_listing() -> dict[str, list[dict[str, Any]]]:
     """Everything ``pgverify list`` shows, as JSON-ready data."""
     from sims.algorithms import ALGORITHMS, describe
-    from sims.registry import ADVANTAGES, AGGREGATIONS, GROUP_FILTERS, KL_ESTIMATORS, OBJECTIVES, config_dict
+    from sims.plugins import PLUGIN_NAMES
+    from sims.registry import (ADVANTAGES, AGGREGATIONS, GROUP_FILTERS, KL_ESTIMATORS, OBJECTIVES, PLUGIN_ERRORS,
+                               config_dict)
 
     return {
         "objectives": [
             {"name": s.name, "summary": s.summary, "advantage_level": s.advantage_level,
-             "config": config_dict(s.config_cls()), "reference": s.reference}
+             "config": config_dict(s.config_cls()), "reference": s.reference,
+             "plugin": PLUGIN_NAMES.get(s.name)}
             for s in OBJECTIVES.values()
         ],
+        "plugin_errors": [dataclasses.asdict(e) for e in PLUGIN_ERRORS],
         "advantages": [
             {"name": s.name, "summary": s.summary, "config": config_dict(s.config_cls()),
              "reference": s.reference}
@@ -90,7 +94,11 @@ def format_listing(listing: dict[str, list[dict[str, Any]]]) -> str:
     section("Objectives", [
         f"  {o['name']:<11} {o['summary']}\n{'':14}config: {_fmt_config(o['config'])}\n"
         f"{'':14}advantage level: {o['advantage_level']}; ref: {o['reference']}"
+        + (f"\n{'':14}plugin: {o['plugin']}" if o.get("plugin") else "")
         for o in listing["objectives"]])
+    if listing.get("plugin_errors"):
+        section("Plugins that could not be loaded (entry point group pgverify.objectives)", [
+            f"  {e['entry_point']} = {e['value']}: {e['reason']}" for e in listing["plugin_errors"]])
     section("Advantage estimators  (rewards [G, K] -> advantages [G, K])", [
         f"  {a['name']:<11} {a['summary']}\n{'':14}config: {_fmt_config(a['config'])}; "
         f"ref: {a['reference']}" for a in listing["advantages"]])
@@ -167,7 +175,12 @@ def _read_ledger(command: str, directory: str) -> list[dict[str, Any]] | str:
 def _print_ledger(rows: list[dict[str, Any]]) -> None:
     for c in rows:
         claim = (c.get("evidence") or {}).get("claim", "") if isinstance(c.get("evidence"), dict) else ""
-        sys.stdout.write(f"{c['id']}  {c['verdict']:<12} {claim}\n{'':18}{c['summary']}\n")
+        rob = c.get("robustness") or {}
+        status = rob.get("status", "")
+        if rob.get("flips"):
+            status += " (" + "; ".join(rob["flips"]) + ")"
+        sys.stdout.write(f"{c['id']}  {c['verdict']:<12} {claim}\n{'':18}{c['summary']}\n"
+                         + (f"{'':18}robustness: {status}\n" if status else ""))
 
 
 def _cmd_claims(args: argparse.Namespace) -> int:
@@ -194,11 +207,12 @@ def _cmd_claims(args: argparse.Namespace) -> int:
     if error:
         sys.stderr.write(error)
         return 2
-    from sims.claims import decide
+    from sims.claims import ledger, ledger_rows
     from sims.report import jsonable, run_experiments
 
-    results = run_experiments("quick" if args.quick else "full", seed=args.seed or 0, device=device, progress=True)
-    rows = [jsonable(c.as_dict()) for c in decide(results)]
+    scale = "quick" if args.quick else "full"
+    results = run_experiments(scale, seed=args.seed or 0, device=device, progress=True)
+    rows = jsonable(ledger_rows(*ledger(results, scale)))
     del results
     _print_ledger(rows)
     if args.json:
