@@ -25,7 +25,13 @@ def test_report_directory_is_complete(tiny, tmp_path):
     for exp in tiny:
         assert {f"{exp}.png", f"{exp}.csv"} <= names
     ledger = json.loads((out / "claims.json").read_text())
-    assert len(ledger) == 15 and all(set(c) == {"id", "verdict", "summary", "evidence"} for c in ledger)
+    assert len(ledger) == 15 and all(set(c) == {"id", "verdict", "summary", "evidence", "robustness"} for c in ledger)
+    for c in ledger:  # rule 12: every verdict re-decided under perturbed δ and on each half of the samples
+        rob = c["robustness"]
+        assert rob["status"] in ("stable", "fragile") and rob["verdict"] == c["verdict"]
+        assert set(rob["verdicts"]) == {"δ × 0.5", "δ × 2", "half 1 of the samples", "half 2 of the samples"}
+        assert (rob["status"] == "fragile") == bool(rob["flips"])
+    assert "## Method" in (out / "REPORT.md").read_text()
     prov = json.loads((out / "provenance.json").read_text())
     assert {"git_commit", "versions", "device", "seed", "configs", "experiment_seeds"} <= set(prov)
     text = (out / "REPORT.md").read_text()
