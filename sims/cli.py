@@ -33,7 +33,7 @@ CHECK_SPEC_NAMES = ("reinforce", "seq_is", "ppo_clip", "gspo", "gspo_token", "gm
 # Subcommands that live in their own room: each module defines ``add_parser(sub)``, which adds its
 # subparser and sets ``func``. Such a module imports nothing heavy at import time (``--help`` stays
 # fast); its command imports torch and the rest inside ``func``.
-COMMAND_MODULES: tuple[str, ...] = ("sims.derive", "sims.compare", "sims.sweeps.cli")
+COMMAND_MODULES: tuple[str, ...] = ("sims.derive", "sims.compare", "sims.sweeps.cli", "sims.trainers.cli")
 
 
 def _version() -> str:
