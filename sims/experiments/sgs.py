@@ -343,14 +343,17 @@ def _policy_figures(result: Result) -> list[Figure]:
         legend_outside(fig, axes[0].tolist(), ncol=3)
     rec = {(r["setup"], r["T"], r["p_mode"]): r for r in summary["policy_spread"]}
     longest = summary["policy_longest"]
+    shortest = min(cfg.policy_lengths)
     caption = (
         f"SGS on responses sampled from LM-like policies (V = {cfg.policy_vocab}, top token 0.8 per row; k = {cfg.k:g}, "
         f"τ = {cfg.tau:g}, A = +1), P the policy's confidence in its own response; 95% distribution-free intervals of "
         f"the spread. At T = {longest} the spread is "
         + join(f"{rec[(n, longest, m)]['spread']} ({n}, {m} P; median P {fmt(rec[(n, longest, m)]['median_P'])})"
                for n in setups for m in POLICY_MODES)
-        + ". With sequence P, π(o) underflows toward 0 within tens of tokens, so S = S(0) = 1 − σ(−kτ) for every "
-        "response and SGS is inert; geometric P keeps a per-response spread.")
+        + ". With sequence P, π(o) falls toward 0 within tens of tokens, so S = S(0) = 1 − σ(−kτ) for every response "
+        "and SGS is inert; with geometric P the spread falls from "
+        + join(f"{fmt(rec[(n, shortest, 'geometric')]['spread'].value)} ({n})" for n in setups)
+        + f" at T = {shortest} as π(o)^(1/T) concentrates around its typical value (log G is a mean over T tokens).")
     return [Figure(f"{NAME}_policy", fig, caption)]
 
 
