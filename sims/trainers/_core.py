@@ -215,7 +215,7 @@ def run_case(case: Case, *, examples: int, seed: int = 0, group_size: int = 4) -
     if report.passed:
         return row | {"verdict": CONFORMS,
                       "summary": f"conforms to {spec_label(case.spec, case.spec_params)}"}
-    failed, sentences = [], []
+    failed = []
     for r in report.failed:
         lines = r.detail.splitlines()
         reason = next((ln.strip() for ln in lines if ln.strip() and not ln.startswith("smallest failing input")
@@ -224,13 +224,19 @@ def run_case(case: Case, *, examples: int, seed: int = 0, group_size: int = 4) -
             reason = next(ln.strip() for ln in lines if "max |w - w_spec|" in ln)
         failed.append({"check": r.name, "reason": reason,
                        "detail": "\n".join(lines[:DETAIL_LINES]), "input": jsonable(r.data.get("input"))})
-        note = case.note_for(r.name, r.detail)
-        sentence = note if note is not None else (f"{r.name}: not explained by the adapter (read the "
-                                                  "counterexample)")
+    return row | {"verdict": DIFFERS, "failed": failed, "summary": summarise(case, failed)}
+
+
+def summarise(case: Case, failed: Sequence[Mapping[str, Any]]) -> str:
+    """A differing row's summary: the spec, then the adapter's sentence for each failed check (a
+    pure function of the case's notes and the failures' evidence)."""
+    sentences: list[str] = []
+    for f in failed:
+        note = case.note_for(f["check"], f["detail"])
+        sentence = note if note is not None else f"{f['check']}: not explained by the adapter (read the counterexample)"
         if sentence not in sentences:
             sentences.append(sentence)
-    return row | {"verdict": DIFFERS, "failed": failed,
-                  "summary": f"differs from {spec_label(case.spec, case.spec_params)}: " + " ".join(sentences)}
+    return f"differs from {spec_label(case.spec, case.spec_params)}: " + " ".join(sentences)
 
 
 def select(cases: Sequence[Case], losses: Sequence[str] | None) -> list[Case]:

@@ -17,7 +17,7 @@ OpenRLHF is copied: the checked functions are the installed ones.
   ±20 log-ratio clamp; gspo → ``gspo`` (sequence form); the correction → ``ppo_clip_rollout_is``.
 * **KL estimators**: ``compute_approx_kl(log_probs, log_probs_base, kl_estimator)`` for k1, k2,
   k3, with ``unbiased_gradient`` off and on, aggregated by ``masked_mean`` as the actor does,
-  against the ``kl`` spec.
+  against the ``kl`` spec, fed in float32 (the function casts its inputs with ``.float()``).
 
 Minimal CPU install (measured; ``pip install 'pgverify[openrlhf]'`` installs nothing extra):
 ``pip install --no-deps openrlhf==0.11.2`` — its declared requirements include
@@ -188,7 +188,10 @@ def cases(config: Mapping[str, Any]) -> list[Case]:
                      else f"Schulman's {estimator}")
             out.append(Case("compute_approx_kl", f"kl_estimator={estimator}, unbiased_gradient={unbiased}", claim,
                             "kl", {"estimator": spec_est, "agg": "token-mean"}, kl_loss(estimator, unbiased),
-                            settings={"kl_estimator": estimator, "unbiased_gradient": unbiased}, notes=(kl_note,)))
+                            feed={"dtype": "float32"},  # compute_approx_kl casts to float32 (.float()) itself
+                            settings={"kl_estimator": estimator, "unbiased_gradient": unbiased},
+                            notes=(kl_note, Note("spec: gradient weights", kl_note.sentence)) if not unbiased
+                            else (kl_note,)))
     return out
 
 

@@ -27,7 +27,10 @@ def load_committed(folder: Path = COMMITTED) -> list[dict[str, Any]]:
 
 
 def _tag(sentence: str) -> str:
-    """A note's tag: the words before its first colon (``clamp``, ``aggregation`` ...)."""
+    """A note's tag: the words before its first colon (``clamp``, ``aggregation`` ...);
+    ``unexplained`` for a failure the adapter has no sentence for."""
+    if "not explained by the adapter" in sentence:
+        return "unexplained"
     head, sep, _ = sentence.partition(":")
     return head.strip() if sep and len(head) < 40 else "other"
 

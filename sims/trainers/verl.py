@@ -52,6 +52,9 @@ CLAMP = {"log_ratio_min": -20.0, "log_ratio_max": 20.0}  # verl's "clamp for sta
 E20 = r"2\.06115e-09|4\.85165e\+08"  # e^-20, e^20 as the region map prints them
 CLAMP_NOTE = Note("spec: zero-weight regions", "clamp: verl clamps log ρ to ±20 before exp, so beyond it the weight "
                   "is exactly 0 — a silent gradient cut the registry spec does not state here.", E20)
+COV_MICRO = Note("micro-batches", "batch coupling: the covariance and its top-k / random selection are taken over "
+                 "the micro-batch, so micro-batch gradients cannot add up to the batch's (by the method's design; "
+                 "the selection depends on how the batch is split).")
 SUM_NORM_NOTES = tuple(Note(check, "normaliser: with loss_scale_factor unset, seq-mean-token-sum-norm divides by the "
                             "padded width loss_mask.shape[-1] (verl's documented fallback), so the loss and its "
                             "gradient change with padding; set loss_scale_factor to the generation budget.", when)
@@ -191,12 +194,11 @@ def _policy_spec(loss_mode: str, c: Mapping[str, Any], agg: str) -> tuple[str, d
                                     "is_cap": c["clip_ratio_c"]},
                     "DPPO Binary-KL (arXiv:2602.04879), TIS cap clip_ratio_c", ()),
         "kl_cov": ("kl_cov", a | {"kl_cov_ratio": c["kl_cov_ratio"], "ppo_kl_coef": c["ppo_kl_coef"]},
-                   "KL-Cov (arXiv:2505.22617, sec. 4)",
-                   ()),
+                   "KL-Cov (arXiv:2505.22617, sec. 4)", (COV_MICRO,)),
         "clip_cov": ("clip_cov", a | eps | {"clip_cov_ratio": c["clip_cov_ratio"], "clip_cov_lb": c["clip_cov_lb"],
                                             "clip_cov_ub": c["clip_cov_ub"], "selection": "random"},
                      "Clip-Cov (arXiv:2505.22617, sec. 4), random draw of the detached tokens",
-                     (Note("contract: deterministic", "randomness: clip_cov draws the tokens it detaches with "
+                     (COV_MICRO, Note("contract: deterministic", "randomness: clip_cov draws the tokens it detaches with "
                            "torch.randperm from the global RNG, so the same batch gives different gradients as the "
                            "RNG moves (intended by the method's random selection)."),)),
     }
@@ -261,7 +263,8 @@ def _kl_cases() -> list[Case]:
                  else f"Schulman's {specs[kind]} estimator")
         out.append(Case("kl_penalty", f"kl_loss_type={kind}", claim, "kl",
                         {"estimator": specs[kind], "agg": "token-mean"}, kl_loss(kind), settings=settings,
-                        notes=(kl_note,)))
+                        notes=(kl_note,) + ((Note("spec: gradient weights", kl_note.sentence),)
+                                            if specs[kind] == "k3" and not kind.endswith("+") else ())))
     return out
 
 
@@ -275,7 +278,10 @@ def _rollout_cases(config: Mapping[str, Any]) -> list[Case]:
         lo, _, hi = threshold.partition("_") if "_" in threshold else ("", "", threshold)
         band = {"rollout_is_mode": "band", "rollout_is_lo": float(lo)} if lo else {"rollout_is_mode": "truncate"}
         params = {"agg": "token-mean"} | eps | CLAMP | {"rollout_is_level": level, "rollout_is_hi": float(hi)} | band
-        notes = (CLAMP_NOTE,)
+        notes = (CLAMP_NOTE, Note("contract: returns", "crash: with an IcePop band, compute_is_metrics divides by "
+                                  "the number of kept tokens, so a batch whose weights all fall outside the band "
+                                  "raises ZeroDivisionError instead of returning a zero-gradient loss — a bug.",
+                                  "ZeroDivisionError"))
         out.append(Case("rollout_correction", f"rollout_is={level}, rollout_is_threshold={threshold}",
                         "decoupled PPO with rollout IS weights π_old/π_rollout (TIS / IcePop)",
                         "ppo_clip_rollout_is", params, decoupled_rollout_loss(config, level, threshold),
