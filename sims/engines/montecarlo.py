@@ -41,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -112,6 +112,9 @@ class Interval:
     estimate: float
     low: float
     high: float
+    halves: "tuple[Interval, Interval] | None" = field(default=None, compare=False, repr=False)
+    """The same interval over the first and the second half of the batches (independent), where it
+    is a batch-means t-interval; the claims ledger re-decides its verdicts on each half."""
 
     def __repr__(self) -> str:
         return f"{self.estimate:.6g} [{self.low:.6g}, {self.high:.6g}]"
@@ -167,11 +170,15 @@ def _normaliser(agg: str, mask: Tensor, n_rep: int, g: int, k: int, max_len: int
     return torch.ones_like(lengths)  # token-sum
 
 
-def _interval(batch_values: np.ndarray, level: float) -> Interval:
+def _interval(batch_values: np.ndarray, level: float, *, halves: bool = True) -> Interval:
+    """t-interval over the batch values; with >= 4 batches also over each half of them."""
     n = len(batch_values)
     est = float(batch_values.mean())
     half = float(stats.t.ppf(0.5 + level / 2, n - 1) * batch_values.std(ddof=1) / math.sqrt(n))
-    return Interval(est, est - half, est + half)
+    split = None
+    if halves and n >= 4:
+        split = (_interval(batch_values[: n // 2], level, halves=False), _interval(batch_values[n // 2:], level, halves=False))
+    return Interval(est, est - half, est + half, split)
 
 
 def _norm_interval(batch_means: Tensor, level: float) -> Interval:

@@ -243,8 +243,11 @@ def _mc_rows(config: Config, seed: int) -> list[dict[str, Any]]:
             rows.append({"estimator": label, "p": p, "dynamic sampling": False, "quantity": "MC weight",
                          "value": est.value, "low": est.low, "high": est.high, "max |z|": float(z)})
             v = res.var_trace
+            h1, h2 = v.halves  # the same interval on each half of the batches (the ledger's robustness)
             rows.append({"estimator": label, "p": p, "dynamic sampling": False, "quantity": "MC variance trace",
-                         "value": v.estimate, "low": v.low, "high": v.high})
+                         "value": v.estimate, "low": v.low, "high": v.high,
+                         "half1_value": h1.estimate, "half1_low": h1.low, "half1_high": h1.high,
+                         "half2_value": h2.estimate, "half2_low": h2.low, "half2_high": h2.high})
     return rows
 
 
@@ -263,6 +266,13 @@ def run(config: Config, *, seed: int = 0, device: str = "cpu") -> Result:
     table = pd.DataFrame(rows)
     summary = _summary(table, config) | {"refill_factor": refill}
     return Result(NAME, config, table, summary, _published(config))
+
+
+def _with_halves(row) -> Estimate:
+    """A table row's estimate with its two half-sample estimates (``Estimate.halves``)."""
+    halves = tuple(Estimate(float(getattr(row, f"half{i}_value")), float(getattr(row, f"half{i}_low")),
+                            float(getattr(row, f"half{i}_high"))) for i in (1, 2))
+    return Estimate(float(row.value), float(row.low), float(row.high), halves)
 
 
 def _spread(table, label, dyn, config) -> float:
@@ -302,8 +312,8 @@ def _summary(table: pd.DataFrame, config: Config) -> dict[str, Any]:
         "max_abs_z_score_bound": (k - 1) / math.sqrt(k),
         "all_equal_group_advantages_max_abs": float(zs[1].abs().max()),
         "mc_max_abs_z": float(mc["max |z|"].max()),
-        "mc_variance": {f"{lab}, p={p:g}": Estimate(float(v), float(lo), float(hi)) for lab, p, v, lo, hi in
-                        table[table.quantity == "MC variance trace"][["estimator", "p", "value", "low", "high"]].itertuples(index=False)},
+        "mc_variance": {f"{r.estimator}, p={r.p:g}": _with_halves(r) for r in
+                        table[table.quantity == "MC variance trace"].itertuples(index=False)},
         "mc_pass_rates": list(config.mc_pass_rates),
         "mc_z_threshold": MC_Z,
         "all_equal_groups": _all_equal_groups(k),
