@@ -51,6 +51,9 @@ TITLE = "Training dynamics on toy tasks (reward, pass@k, entropy, KL, zero-gradi
 BASE_ALGORITHMS = ("grpo", "drgrpo", "dapo", "gspo", "cispo")
 METRICS = ("reward", "pass@k", "entropy", "kl_to_init", "solutions", "zero_grad_frac")
 ABLATION = "cispo[rloo, token-mean]"
+SHARED_KEYS = {"entropy": "eval_entropy", "reward": "eval_reward"}
+"""Metric names in ``summary["comparisons"]`` shared with ``lm_dynamics`` (one schema for the ledger);
+here the values are exact (enumeration) at the final step."""
 
 
 def ablated_cispo() -> Algorithm:
@@ -250,7 +253,7 @@ def summarise(table: pd.DataFrame, config: Config) -> dict[str, Any]:
         if ABLATION in names:
             base = {m: final(table, task, ABLATION, m, last) for m in ("entropy", "reward", "solutions")}
             out["comparisons"][task] = {"adam": {
-                name: {**{m: mean_interval(final(table, task, name, m, last) - base[m]) for m in base},
+                name: {**{SHARED_KEYS.get(m, m): mean_interval(final(table, task, name, m, last) - base[m]) for m in base},
                        "detectable_entropy_difference": detectable(final(table, task, name, "entropy", last)
                                                                    - base["entropy"])}
                 for name in names if name.startswith("sgs_cispo")}}

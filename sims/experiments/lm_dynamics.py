@@ -424,9 +424,6 @@ def _final(values: dict[str, np.ndarray], metric: str) -> np.ndarray:
 COMPARED = ("eval_entropy", "overlearning", "solutions", "eval_reward", "top_mass_known")
 
 
-SUMMARY_KEYS = {"eval_entropy": "entropy", "eval_reward": "reward"}  # summary name of a metric, where it differs
-
-
 def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, Any]:
     """Paired differences a − b at the last evaluation (95% t-interval over seeds) of entropy,
     over-learning, distinct correct answers, reward and top-answer mass, and the smallest detectable
@@ -434,8 +431,7 @@ def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, Any
     out: dict[str, Any] = {}
     for m in COMPARED:
         d = _final(a, m) - _final(b, m)
-        out[SUMMARY_KEYS.get(m, m)] = (mean_interval(d) if np.isfinite(d).all()
-                                       else Estimate(float("nan"), float("nan"), float("nan")))
+        out[m] = mean_interval(d) if np.isfinite(d).all() else Estimate(float("nan"), float("nan"), float("nan"))
     d = _final(a, "eval_entropy") - _final(b, "eval_entropy")
     out["detectable_entropy_difference"] = detectable(d)
     return out
@@ -456,7 +452,7 @@ def summarise(per_seed, starts: dict[str, Start], config: Config) -> dict[str, A
         out["uniform_correct_entropy"][task] = st.task.uniform_correct_entropy()
     for (task, opt, name), values in per_seed.items():
         out["final"].setdefault(task, {}).setdefault(opt, {})[name] = {
-            SUMMARY_KEYS.get(m, m): mean_interval(_final(values, m)) if np.isfinite(_final(values, m)).all() else None
+            m: mean_interval(_final(values, m)) if np.isfinite(_final(values, m)).all() else None
             for m in ("eval_reward", "pass@k", "eval_entropy", "solutions", "overlearning", "top_mass_known")}
     for task, st in starts.items():
         for opt in ("adam", "sgd"):
@@ -471,7 +467,7 @@ def summarise(per_seed, starts: dict[str, Start], config: Config) -> dict[str, A
                 out["paired_vs_cispo_ablation"][task] = out["comparisons"][task][opt]
             if (task, opt, "cispo") in per_seed:
                 out["registry_cispo_vs_ablation"].setdefault(task, {})[opt] = compare(per_seed[(task, opt, "cispo")], base)
-            grid = {n: compare(v, base)["entropy"] for (t, o, n), v in per_seed.items()
+            grid = {n: compare(v, base)["eval_entropy"] for (t, o, n), v in per_seed.items()
                     if t == task and o == opt and n.startswith("sgs_cispo[k=")}
             if grid:
                 out["sensitivity"].setdefault(task, {})[opt] = grid
@@ -536,7 +532,7 @@ def figures(result: Result) -> list[Figure]:
         for opt in opts:
             d = comp.get(task, {}).get(opt, {}).get("sgs_cispo[sequence]")
             if d:
-                parts.append(f"{task}/{opt}: {d['entropy']} (detectable ≥ {fmt(d['detectable_entropy_difference'], 2)})")
+                parts.append(f"{task}/{opt}: {d['eval_entropy']} (detectable ≥ {fmt(d['detectable_entropy_difference'], 2)})")
     figs.append(Figure(NAME, fig, (
         f"Entropy per token over {cfg.steps} steps on the tiny transformer ({cfg.n_updates} optimiser steps per batch, "
         f"G = {cfg.n_prompts} prompts × K = {cfg.group_size}; mean over {cfg.n_seeds} seeds, 95% bands; from "
@@ -554,7 +550,7 @@ def figures(result: Result) -> list[Figure]:
                 for n, d in comp.get(task, {}).get(opt, {}).items():
                     rows.append((f"{task} / {opt} / {n.replace('sgs_cispo', 'sgs')}", d))
         y = np.arange(len(rows))[::-1]
-        for ax, metric, xlabel in zip(axes[0], ("entropy", "overlearning", "solutions"),
+        for ax, metric, xlabel in zip(axes[0], ("eval_entropy", "overlearning", "solutions"),
                                       ("Δ entropy (nats/token)", "Δ over-learning", "Δ distinct answers")):
             v = np.array([d[metric].value for _, d in rows])
             lo = np.array([d[metric].low for _, d in rows])
@@ -567,7 +563,7 @@ def figures(result: Result) -> list[Figure]:
         axes[0][0].set_yticks(y, labels, fontsize=6)
         axes[0][0].set_ylabel("task / optimiser / variant")
         axes[0][1].set_title(f"SGS-CISPO variant − {ABLATION}, paired by seed, 95% CI")
-    excl = [lab for lab, d in rows if d["entropy"].excludes(0)]
+    excl = [lab for lab, d in rows if d["eval_entropy"].excludes(0)]
     figs.append(Figure(f"{NAME}_paired", fig, (
         f"Paired final differences between each SGS-CISPO variant and the ablation {ABLATION} on the same seeds "
         f"({cfg.n_seeds}), at step {cfg.steps}: entropy per token (positive: SGS keeps more), over-learning (entropy "
@@ -589,7 +585,7 @@ def figures(result: Result) -> list[Figure]:
                     axes[r][c].set_xlabel("")
         legend_outside(fig, list(axes.flat), ncol=4)
     fin = summary["final"]
-    rew = {t: {n: fin[t]["adam"][n]["reward"].value for n in names if n in fin[t]["adam"]} for t in tasks}
+    rew = {t: {n: fin[t]["adam"][n]["eval_reward"].value for n in names if n in fin[t]["adam"]} for t in tasks}
     figs.append(Figure(f"{NAME}_learning", fig, (
         "Reward (batch pass rate), pass@k (unbiased, from fresh samples), KL(π ‖ π_init) per token and the fraction "
         f"of valid tokens whose gradient weight is exactly 0, for every algorithm with Adam (95% bands over {cfg.n_seeds} "

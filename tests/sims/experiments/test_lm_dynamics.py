@@ -35,7 +35,7 @@ def test_run_on_the_tiny_config():
     assert set(res.table.metric) == set(D.BATCH_METRICS) | set(D.EVAL_METRICS)
     s = res.summary
     comp = s["comparisons"]["sum mod m"]["adam"]["sgs_cispo[sequence]"]
-    assert {"entropy", "overlearning", "solutions", "detectable_entropy_difference"} <= set(comp)
+    assert {"eval_entropy", "overlearning", "solutions", "detectable_entropy_difference"} <= set(comp)
     assert s["paired_vs_cispo_ablation"]["sum mod m"] is s["comparisons"]["sum mod m"]["adam"]
     assert s["uniform_correct_entropy"]["sum mod m"] == pytest.approx(math.log(8 ** 4 / 4) / 4)
     assert "sgd" in s["comparisons"]["sum mod m"] or cfg.sgd_algorithms == (ABLATION,)
@@ -52,8 +52,8 @@ def test_power_a_strong_entropy_bonus_is_detected_and_a_null_variant_is_not():
                    n_eval=8, pass_k=2, warm_steps=40, n_demo=8, warm_correct=(0.2, 0.9), d_model=16, d_ff=32,
                    vocab=8, group_size=4, lr_adam=1e-2)
     comp = D.run(cfg).summary["comparisons"]["sum mod m"]["adam"]
-    strong = comp[D.bonus_name("sgs_cispo[sequence]", 1.0)]["entropy"]
-    null = comp[D.bonus_name(ABLATION, 0.0)]["entropy"]
+    strong = comp[D.bonus_name("sgs_cispo[sequence]", 1.0)]["eval_entropy"]
+    null = comp[D.bonus_name(ABLATION, 0.0)]["eval_entropy"]
     assert strong.low > 0, strong
     assert null.value == null.low == null.high == 0.0
     assert np.isfinite(comp["sgs_cispo[sequence]"]["detectable_entropy_difference"])
