@@ -489,8 +489,7 @@ def _long_figures(result: Result) -> list[Figure]:
                 ax.axhline(0.0, color="0.3", lw=0.8, label="= sequence IS")
                 ax.set_xscale("log", base=2)
                 ax.set_title(f"{name}, κ = {kl:g}")
-                if c == 0:
-                    ax.set_ylabel("log(tr Cov ĝ / tr Cov ĝ_seq IS)")
+                ax.set_ylabel("log(tr Cov ĝ / tr Cov ĝ_seq IS)" if c == 0 else "log variance ratio")
                 if r == len(setups) - 1:
                     ax.set_xlabel("sequence length T (tokens)")
         legend_outside(fig, axes[0].tolist(), ncol=3)
@@ -513,7 +512,7 @@ def _long_figures(result: Result) -> list[Figure]:
         f"is at most {fmt(worst['log_var_ratio'].high)} (upper end, {worst['estimator']}, {worst['setup']}, κ = "
         f"{worst['kl']:g}); at T = {t_min} at most {fmt(least['log_var_ratio'].high)} ({least['estimator']}, "
         f"{least['setup']}, κ = {least['kl']:g}). "
-        + (f"The interval of at least one estimator includes 0 (no difference from sequence IS) at "
+        + ("The interval of at least one estimator includes 0 (no difference from sequence IS) at "
            + join(f"{n}, κ = {k:g}, T = {t}" for n, k, t in covers) + ": at small divergence and short T the "
            "sequence ratio is light-tailed and sequence IS is no noisier. " if covers else "")
         + f"The closed-form weights (and sequence IS's R·A, which the tilt "

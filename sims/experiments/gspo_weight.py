@@ -354,7 +354,7 @@ def _long_figures(result: Result) -> list[Figure]:
         ax_g.set_yscale("log")
         ax_g.set_ylabel("Var_old(G)")
         ax_g.set_title("Var(G), 95% CI")
-        ax_g.legend(loc="lower left")
+        ax_g.legend(loc="best")
         for ax in (ax_l, ax_g):
             ax.set_xlabel("sequence length T (tokens)")
         legend_outside(fig, [ax_l], ncol=4)

@@ -169,5 +169,5 @@ def test_legends_inside_axes_do_not_cover_data(all_figures, name):
 def test_plot_writes_every_figure(tiny_experiments, tmp_path):
     res = tiny_experiments["bias_variance"]
     written = EXPERIMENTS["bias_variance"].plot(res, tmp_path / "bv.png")
-    assert set(written) == {"bv.png", "bv_ratio.png"}
+    assert set(written) == {"bv.png", "bv_ratio.png", "bv_long.png", "bv_long_ratio.png"}
     assert all((tmp_path / n).stat().st_size > 1000 for n in written)
