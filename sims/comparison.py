@@ -231,7 +231,7 @@ def _bias_variance(plan: Plan, scale: str, seed: int, device: str) -> Section:
 
     base = bv.Config(n_replicas=10_000) if scale == "full" else getattr(bv.Config, scale)()
     if scale == "tiny":
-        base = dataclasses.replace(base, horizons=(1, 2), ratio_horizons=(2,), n_replicas=100, n_ratio_samples=200)
+        base = dataclasses.replace(base, horizons=(1, 2), ratio_horizons=(2,), n_replicas=40, n_ratio_samples=200)
     if scale == "quick":
         base = dataclasses.replace(base, horizons=(1, 2, 4, 6), ratio_horizons=(16,), n_replicas=2_000,
                                    n_ratio_samples=10_000)

@@ -98,6 +98,5 @@ def test_pytest_fixture_runs_the_battery(installed, pytestconfig):
         config = pytestconfig
 
     check = pytest_plugin.pgverify_objective.__wrapped__(Request())
-    assert check("topr_token").passed
-    with pytest.raises(AssertionError, match="weights"):
+    with pytest.raises(AssertionError, match="weights"):  # the passing case is the battery test above
         check("topr_untapered")
