@@ -217,7 +217,7 @@ def run_case(case: Case, *, examples: int, seed: int = 0, group_size: int = 4) -
                       "summary": f"conforms to {spec_label(case.spec, case.spec_params)}"}
     failed = []
     for r in report.failed:
-        lines = r.detail.splitlines()
+        lines = portable(r.detail).splitlines()
         reason = next((ln.strip() for ln in lines if ln.strip() and not ln.startswith("smallest failing input")
                        and not ln.startswith("B=")), "")
         if "max |w - w_spec|" in r.detail:
@@ -225,6 +225,16 @@ def run_case(case: Case, *, examples: int, seed: int = 0, group_size: int = 4) -
         failed.append({"check": r.name, "reason": reason,
                        "detail": "\n".join(lines[:DETAIL_LINES]), "input": jsonable(r.data.get("input"))})
     return row | {"verdict": DIFFERS, "failed": failed, "summary": summarise(case, failed)}
+
+
+def portable(text: str) -> str:
+    """Evidence without this machine's install prefix: ``/x/lib/python3.11/site-packages/verl/...``
+    becomes ``verl/...``, so the JSON of two machines with the same versions is the same.
+
+    >>> portable("at /usr/lib/python3/site-packages/verl/a.py:7 in f")
+    'at verl/a.py:7 in f'
+    """
+    return re.sub(r"[^\s(]*site-packages/", "", text)
 
 
 def summarise(case: Case, failed: Sequence[Mapping[str, Any]]) -> str:
