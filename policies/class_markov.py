@@ -266,7 +266,7 @@ def score_sq_norms(policy: TablePolicy, weights: Tensor, tokens: Tensor, *, prob
 
 
 def score_moments(policy: TablePolicy, weights: Tensor, tokens: Tensor, *, probs: Tensor | None = None,
-                  ctx: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                  ctx: Tensor | None = None, blocks: int | None = None) -> tuple[Tensor, Tensor]:
     r"""(Σ_i g_i shaped like ``logits``, ``[N]`` ‖g_i‖²), float64, for each sequence's score
     g_i = Σ_t w_it ∇_logits log π(o_it) of a table policy without prompts, g_i[c] = H_i[c] − W_i[c]·p_c
     (``TablePolicy.score_sum`` of one row):
@@ -276,7 +276,9 @@ def score_moments(policy: TablePolicy, weights: Tensor, tokens: Tensor, *, probs
     in O(T) per sequence with a scratch histogram reset as it is read (no ``[N, C·V]`` tensor),
     a numba kernel (CPU). The reference is ``score_sum`` of each row (and of all rows). ``probs``
     (``[C, V]`` float64 row probabilities) and ``ctx`` (``policy.contexts(tokens)``) may be passed when
-    the caller has them already (they are not recomputed; the caller vouches that they match)."""
+    the caller has them already (they are not recomputed; the caller vouches that they match).
+    With ``blocks`` = B dividing N, the first output is ``[B, *logits.shape]``: Σ_i g_i over each of
+    B consecutive blocks of N / B sequences (one kernel call for B batches)."""
     if policy.n_prompts is not None:
         raise ValueError("score_moments takes a policy without prompts; allowed: n_prompts=None")
     check_tokens(tokens, policy.vocab)
@@ -287,11 +289,17 @@ def score_moments(policy: TablePolicy, weights: Tensor, tokens: Tensor, *, probs
         probs = torch.softmax(policy.logits.detach(), -1).to(torch.float64).reshape(-1, policy.vocab)
     out = np.empty(tokens.shape[0])
     ctx = (policy.contexts(tokens) if ctx is None else ctx).contiguous()
-    n_blocks = max(1, min(tokens.shape[0], 2 * numba.get_num_threads()))
+    if blocks is not None and (isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1
+                               or tokens.shape[0] % blocks):
+        raise ValueError(f"blocks={blocks!r} is invalid; allowed: None or an int >= 1 dividing N={tokens.shape[0]}")
+    n_blocks = blocks or max(1, min(tokens.shape[0], 2 * numba.get_num_threads()))
     hist_sum = np.zeros((n_blocks, probs.numel()))
     w_sum = np.zeros((n_blocks, probs.shape[0]))
     _score_sq_norms(weights.detach().to(torch.float64).contiguous().numpy(), ctx.numpy(),
                     tokens.contiguous().numpy(), probs.contiguous().numpy(), (probs * probs).sum(-1).numpy(),
                     n_blocks, out, hist_sum, w_sum)
-    total = torch.from_numpy(hist_sum.sum(0)).reshape(probs.shape) - torch.from_numpy(w_sum.sum(0))[:, None] * probs
-    return total.reshape(policy.logits.shape), torch.from_numpy(out)
+    per_block = (torch.from_numpy(hist_sum).reshape(n_blocks, *probs.shape)
+                 - torch.from_numpy(w_sum)[:, :, None] * probs)
+    if blocks is not None:
+        return per_block.reshape(blocks, *policy.logits.shape), torch.from_numpy(out)
+    return per_block.sum(0).reshape(policy.logits.shape), torch.from_numpy(out)

@@ -139,11 +139,16 @@ def policy_pair(setup: LongSetup, kl: float, horizon: int, seed: int) -> tuple[C
     def moved(alpha: float) -> ClassMarkovPolicy:
         return old.with_logits(with_begin_mixture(logits + alpha * d))
 
+    pi, lp_old = old.stationary_classes(), old.log_probs()[:-1]
+
+    def kl_at(alpha: float) -> float:  # stationary_kl(old, moved(alpha)) without building the policy
+        return float(pi @ divergence_rows(lp_old, torch.log_softmax(logits[:-1] + alpha * d[:-1], -1), "kl"))
+
     hi = 1.0
-    while stationary_kl(old, moved(hi)) < kl:
+    while kl_at(hi) < kl:
         hi *= 2.0
         require(hi < 1e4, "kl", kl, "a divergence reachable along the drawn direction")
-    return old, moved(bisect_crossing(lambda a: stationary_kl(old, moved(a)), kl, 0.0, hi, BISECTION_STEPS))
+    return old, moved(bisect_crossing(kl_at, kl, 0.0, hi, BISECTION_STEPS))
 
 
 def log_second_moment(old: ClassMarkovPolicy, new: ClassMarkovPolicy) -> float:
@@ -309,9 +314,10 @@ class _Tables:
     def sq_norms(self, w: torch.Tensor, tokens: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
         return score_sq_norms(self.policy, w, tokens, probs=self.probs, ctx=ctx)
 
-    def moments(self, w: torch.Tensor, tokens: torch.Tensor, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Σ_i g_i, [n] ‖g_i‖²) (``score_moments``)."""
-        return score_moments(self.policy, w, tokens, probs=self.probs, ctx=ctx)
+    def moments(self, w: torch.Tensor, tokens: torch.Tensor, ctx: torch.Tensor,
+                blocks: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Σ_i g_i [per block], [n] ‖g_i‖²) (``score_moments``)."""
+        return score_moments(self.policy, w, tokens, probs=self.probs, ctx=ctx, blocks=blocks)
 
 
 def paired_variances(old: ClassMarkovPolicy, new: ClassMarkovPolicy, reward, estimators, n: int, seed: int,
@@ -320,33 +326,29 @@ def paired_variances(old: ClassMarkovPolicy, new: ClassMarkovPolicy, reward, est
     ``seed``) the variance trace tr Cov(ĝ) of each estimator's one-sequence gradient
     ĝ = Σ_t w_t ∇θ log π_θ(o_t) (A = R, no baseline), all estimators on the same sequences:
     v_j = (Σ_i ‖ĝ_i‖² − m‖ḡ_j‖²)/(m − 1). Returns {label: [MC_BATCHES] array}. Sequences are drawn in
-    passes of at most ``tokens_per_pass`` tokens; the values do not depend on the pass size beyond
-    float64 summation order. ``estimators``: (label, registered objective, config) triples, weights by
+    passes of whole batches, at most ``tokens_per_pass`` tokens (or one batch) per pass, each batch a
+    block of one ``score_moments`` call; the values do not depend on the pass size (a batch's sums are
+    formed within its block either way). ``estimators``: (label, registered objective, config) triples, weights by
     ``closed_form_weights`` (the caller checks them with ``weight_error``)."""
     require(isinstance(n, int) and n >= 2 * MC_BATCHES and n % MC_BATCHES == 0, "n", n,
             f"a multiple of {MC_BATCHES}, >= {2 * MC_BATCHES}")
     m = n // MC_BATCHES
-    rows = max(1, min(m, tokens_per_pass // old.horizon))
+    per_pass = max(1, min(MC_BATCHES, (tokens_per_pass // old.horizon) // m))  # whole batches per pass
     out = {label: np.empty(MC_BATCHES) for label, *_ in estimators}
     stream = draw_seed(torch.Generator().manual_seed(int(seed)))
     t_new, t_old = _Tables(new), _Tables(old)
-    for j in range(MC_BATCHES):
-        sum_g = {label: torch.zeros(new.logits.shape, dtype=torch.float64) for label, *_ in estimators}
-        sum_sq = dict.fromkeys(sum_g, 0.0)
-        for start in range(j * m, (j + 1) * m, rows):
-            k = min(rows, (j + 1) * m - start)
-            tokens = old.sample_block(stream, start, k)
-            ctx = old.contexts(tokens)
-            mask = old.mask(tokens)
-            adv = reward(tokens, mask).reshape(-1, 1).expand(mask.shape)
-            logp, old_logp = t_new.log_prob(tokens, ctx), t_old.log_prob(tokens, ctx)
-            for label, objective, cfg in estimators:
-                g, sq = t_new.moments(closed_form_weights(objective, cfg, logp, old_logp, adv), tokens, ctx)
-                sum_g[label] += g
-                sum_sq[label] += float(sq.sum())
-        for label, total in sum_g.items():
-            mean = total / m
-            out[label][j] = (sum_sq[label] - m * float((mean * mean).sum())) / (m - 1)
+    for j0 in range(0, MC_BATCHES, per_pass):
+        nb = min(per_pass, MC_BATCHES - j0)
+        tokens = old.sample_block(stream, j0 * m, nb * m)
+        ctx = old.contexts(tokens)
+        mask = old.mask(tokens)
+        adv = reward(tokens, mask).reshape(-1, 1).expand(mask.shape)
+        logp, old_logp = t_new.log_prob(tokens, ctx), t_old.log_prob(tokens, ctx)
+        for label, objective, cfg in estimators:
+            g, sq = t_new.moments(closed_form_weights(objective, cfg, logp, old_logp, adv), tokens, ctx, blocks=nb)
+            means = g.reshape(nb, -1) / m
+            sum_sq = sq.reshape(nb, m).sum(-1)
+            out[label][j0:j0 + nb] = ((sum_sq - m * (means * means).sum(-1)) / (m - 1)).numpy()
     return out
 
 

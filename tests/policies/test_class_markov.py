@@ -100,3 +100,16 @@ def test_score_moments_sum_equals_score_sum():
     w = torch.randn(tokens.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     total, _ = score_moments(p, w, tokens)
     assert torch.allclose(total, p.score_sum(w, tokens), rtol=0, atol=1e-12)
+
+
+def test_score_moments_per_block_sums():
+    from policies.class_markov import score_moments
+
+    p = _policy(v=5, s=2, t=6)
+    tokens = p.sample_block(6, 0, 12)
+    w = torch.randn(tokens.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    per, _ = score_moments(p, w, tokens, blocks=3)
+    for b in range(3):
+        assert torch.allclose(per[b], p.score_sum(w[4 * b:4 * b + 4], tokens[4 * b:4 * b + 4]), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="blocks"):
+        score_moments(p, w, tokens, blocks=5)
