@@ -105,3 +105,36 @@ def test_readme_check_section_names_every_property_and_profile_entry():
             label = {"on-policy sign symmetry": "on-policy scale and aggregation",
                      "bias and variance profile": "bias and variance"}.get(r.name, r.name)
             assert f"| {label} |" in section, r.name
+
+
+def _variant_section() -> str:
+    return README.split("## Your own variant:", 1)[1].split("\n## ", 1)[0]
+
+
+def _variant_commands() -> list[list[str]]:
+    import shlex
+
+    block = _variant_section().split("```bash", 1)[1].split("```", 1)[0]
+    lines = " ".join(line.split("#")[0].rstrip().removesuffix("\\") for line in block.splitlines())
+    return [shlex.split(c) for c in lines.split("pgverify ") if c.strip()]
+
+
+def test_variant_section_commands_work_and_its_quoted_output_is_current(capsys):
+    """The README's derive output is what derive prints; its check passes (fewer examples); its
+    compare command is valid (parsed and resolved: the run itself is tests/sims/test_comparison.py)."""
+    from sims.cli import build_parser, main
+    from sims.comparison import resolve
+
+    derive, check, compare = _variant_commands()
+    assert derive[0] == "derive" and check[0] == "check" and compare[0] == "compare"
+    assert main(derive) == 0
+    printed = capsys.readouterr().out
+    quoted = _variant_section().split("For TOPR:\n\n```\n", 1)[1].split("```", 1)[0]
+    for line in quoted.splitlines():
+        assert line.split("   (and")[0].split("          (and")[0].strip().removesuffix("...)") in printed, line
+    assert main([*check, "--examples", "5"]) == 0
+    capsys.readouterr()
+    args = build_parser().parse_args(compare)
+    plan = resolve(args.objectives, theory=args.theory, advantage=args.advantage, agg=args.agg, params=args.param,
+                   theory_params=args.theory_param)
+    assert [c.name for c in plan.objectives] == ["examples/topr.py:topr_loss", "cispo", "ppo_clip"]
