@@ -54,7 +54,7 @@ from typing import Any, Callable
 
 import math
 
-from sims.evidence import Delta, beyond, delta_scale, detectable, log_ratio, power_text, proportion, within
+from sims.evidence import Delta, beyond, delta_scale, detectable, log_ratio, oriented, power_text, proportion, within
 from sims.experiments._common import Estimate, Result
 
 EXACT_TOL = 1e-9  # an exact (enumerated) quantity below this is zero: only for parts that assert an identity
@@ -87,6 +87,10 @@ SLOPE_DELTA = Delta(
     "slope deviation from −1", 0.2, "(log-log slope + 1)",
     "a slope within ±0.2 of −1 keeps T·Var(G) within a factor of 2.5 over two decades of T; outside it the law is "
     "another power of T")
+ONE_OVER_T_DELTA = Delta(
+    "departure from 1/T", math.log(2), "(log of T·Var(log G) at the longest T over the shortest)",
+    "\"falls like 1/T\" over T = 16–4096 (256×) allows T·Var(log G) to move by less than 2×: any other power law "
+    "moves it by more than 2× over that range unless its exponent is within 0.125 of −1")
 FULL_DELTA = Delta(
     "learning shortfall", 0.01, "(1 − S)",
     "S within 1% of 1 changes the step of a zero-confidence positive sample by less than 1%: \"learns fully\"")
@@ -108,7 +112,7 @@ LEARNING_DELTA = Delta(
     "rise of log π", math.log(1.1), "nats over the run",
     "a clipped token whose probability still grows by more than 10% over the run has not stopped learning; "
     "\"stops\" means its probability stays where the clip left it")
-DELTAS = (LEARNING_DELTA, BIAS_DELTA, DIFFICULTY_DELTA, LENGTH_DELTA, VARIANCE_DELTA, EXTREME_DELTA, SLOPE_DELTA, FULL_DELTA,
+DELTAS = (LEARNING_DELTA, ONE_OVER_T_DELTA, BIAS_DELTA, DIFFICULTY_DELTA, LENGTH_DELTA, VARIANCE_DELTA, EXTREME_DELTA, SLOPE_DELTA, FULL_DELTA,
           INERT_DELTA, ENTROPY_DELTA, COLLAPSE_DELTA)
 REALISTIC_LENGTH = 1000  # "realistic lengths" (C12): a response of a thousand tokens, short for a reasoning model
 
@@ -399,6 +403,43 @@ def c03(r):
     ]
 
 
+LONG_LABELS = {"token IS (PPO/GRPO)": ("token IS (no clip)", "PPO/GRPO clip 1±0.2", "CISPO clip 1±0.2 (verl)"),
+               "GSPO geometric": ("GSPO clip (3e-4, 4e-4)",)}
+
+
+def _long_variance_part(bv: dict[str, Any], label: str) -> tuple[bool | None, str] | None:
+    """"Lower variance than sequence IS" on the long grid (rule 2): setups (independent and
+    dependent positions) × per-token KL κ × T, with the clips the algorithms ship. Decided at the
+    realistic lengths T ≥ ``REALISTIC_LENGTH`` (every setup, κ and estimator must hold; one that
+    fails refutes it); the shorter T are the sensitivity, with where it stops holding."""
+    eff = bv.get("long_effects")
+    if not eff:
+        return None
+    names = LONG_LABELS.get(label, (label,))
+    rows = [e for e in eff if e["estimator"] in names]
+    if not rows:
+        return None
+    out = {}
+    for e in rows:
+        lower = oriented(e["log_var_ratio"], -1.0)  # log(V_seq / V_est): positive means lower than sequence IS
+        out[(e["setup"], e["kl"], e["T"], e["estimator"])] = (lower, beyond(lower, VARIANCE_DELTA))
+    decisive = {k: v for k, v in out.items() if k[2] >= REALISTIC_LENGTH}
+    if not decisive:
+        return None, "no long horizon ≥ the realistic length was run"
+    outcome = _all_hold(o for _, o in decisive.values())
+    short_fail = sorted({(k[0], k[1], k[2]) for k, (_, o) in out.items() if k[2] < REALISTIC_LENGTH and o is not True})
+    worst_key, (worst, _) = min(decisive.items(), key=lambda kv: kv[1][0].low)
+    return outcome, (
+        f"long grid ({', '.join(sorted({k[0] for k in out}))} positions × κ = {_list(sorted({k[1] for k in out}))} × "
+        f"T = {_list(sorted({k[2] for k in out}))}, V = 32768, clips as the algorithms ship them: {', '.join(names)}), "
+        f"decided at T ≥ {REALISTIC_LENGTH}: log(V(sequence IS) / V(estimator)) against {_delta_text(VARIANCE_DELTA)}, "
+        f"{sum(o is True for _, o in decisive.values())} of {len(decisive)} grid points hold, the least favourable "
+        f"{worst_key[3]} ({worst_key[0]}, κ = {worst_key[1]:g}, T = {worst_key[2]}): {worst}"
+        + (f"; sensitivity: below T = {REALISTIC_LENGTH} it does not hold at "
+           + ", ".join(f"{a}, κ = {b:g}, T = {c}" for a, b, c in short_fail[:6]) + ("…" if len(short_fail) > 6 else "")
+           if short_fail else f"; it also holds at every T < {REALISTIC_LENGTH}"))
+
+
 def _variance_vs_seq_is(bv: dict[str, Any], label: str) -> tuple[bool | None, str]:
     """"lower variance than sequence IS" at the longest T, as log(V_seq / V_label) against
     VARIANCE_DELTA (beyond: lower by more than 10%), with every setup the experiment measured."""
@@ -420,8 +461,14 @@ def _variance_vs_seq_is(bv: dict[str, Any], label: str) -> tuple[bool | None, st
         texts.append(f"{setup}: {e} → {_outcome_word(o)} (relative variance {bv['var_at_t_max'][label]} vs sequence IS "
                      f"{bv['var_at_t_max']['sequence IS']})")
     outcome, how = _resolving(setups, VARIANCE_DELTA)
-    return outcome, (f"log(V(sequence IS) / V({label})) against {_delta_text(VARIANCE_DELTA)} (95% CI): "
-                     + "; ".join(texts) + f"; {how}")
+    text = (f"tabular grid: log(V(sequence IS) / V({label})) against {_delta_text(VARIANCE_DELTA)} (95% CI): "
+            + "; ".join(texts) + f"; {how}")
+    long = _long_variance_part(bv, label)
+    if long is None:
+        return outcome, text
+    long_o, long_t = long
+    # the long grid reaches LLM lengths: it decides; the short tabular setup is shown beside it
+    return long_o, long_t + f"; short tabular setup (T ≤ {bv['t_max']}): {_outcome_word(outcome)} — " + text
 
 
 def c04(r):
@@ -448,6 +495,11 @@ def c05(r):
     dependent = gw.get("var_g_loglog_slope_dependent")
     dep_text = ""
     outs = [within(dev, SLOPE_DELTA)]
+    for d in gw.get("long_one_over_t_departure", []):  # log of T·Var(log G) at T_max over T_min: 0 is exactly 1/T
+        o = within(d["log_ratio"], ONE_OVER_T_DELTA)
+        outs.append(o)
+        dep_text += (f"; {d['setup']} positions, κ = {d['kl']:g}, T = {d['T_min']}–{d['T_max']}: log(T·Var(log G) ratio) "
+                     f"= {d['log_ratio']} against ±{ONE_OVER_T_DELTA.current:.3g} → {_outcome_word(o)}")
     if dependent is not None:
         dep = dependent if isinstance(dependent, Estimate) else Estimate.exact(dependent)
         dep_dev = Estimate(dep.value + 1, dep.low + 1, dep.high + 1)
@@ -660,6 +712,7 @@ def c12(r):
     lengths = sorted(int(k.split("L=")[1]) for k in spreads)
     at = next((L for L in lengths if L >= REALISTIC_LENGTH), lengths[-1])
     seq_spread = spreads[f"sequence, L={at}"]
+    pol = [p for p in sg.get("policy_spread", []) if p["p_mode"] == "sequence" and p["T"] >= REALISTIC_LENGTH]
     extra = sg["stop_gradient"]
     return [
         Part("negative samples are not suppressed (S = 1)", sg["negative_scale_is_one"],
@@ -672,12 +725,15 @@ def c12(r):
              + f" against {_delta_text(FULL_DELTA)}; sensitivity over the (k, τ) grid, S(P → 0): "
              + ", ".join(f"{k}: {_fmt(v)}" for k, v in grid.items())
              + (f"; it stops holding at {', '.join(failing)}" if failing else "; it holds on the whole grid")),
-        Part("S discriminates by confidence at realistic lengths (sequence P)", beyond(Estimate.exact(seq_spread), INERT_DELTA),
+        Part("S discriminates by confidence at realistic lengths (sequence P)",
+             _all_hold([beyond(Estimate.exact(seq_spread), INERT_DELTA)] + [beyond(p["spread"], INERT_DELTA) for p in pol]),
              f"5–95% spread of S with P = π(o) over sampled sequences at L = {at} "
              + (f"(the first length ≥ {REALISTIC_LENGTH} tokens)" if at >= REALISTIC_LENGTH
                 else f"(the longest measured; no length ≥ {REALISTIC_LENGTH} was run)") + ": "
              f"{_fmt(seq_spread)} against {_delta_text(INERT_DELTA)}; by L: "
              + ", ".join(f"{k.split(', ')[1]}: {_fmt(v)}" for k, v in spreads.items())
+             + "".join(f"; sampled responses of the long {p['setup']} policy, T = {p['T']}: spread {p['spread']}"
+                       for p in pol)
              + "; π(o) of a long response is astronomically small, so σ(k(P − τ)) is constant"),
         Part("the suppression acts as described whether or not S is under a stop-gradient",
              not any(e["symbolic_extra_term_positive"] for e in extra.values()),

@@ -51,7 +51,9 @@ def test_quick_start_has_two_commands():
     block = README.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     commands = [line for line in block.strip().splitlines() if line.strip()]
     assert len(commands) == 2
-    assert "pgverify report" in commands[0] and commands[1].split("#")[0].strip() == "python -m pytest"
+    assert "pgverify report" in commands[0] and commands[1].split("#")[0].strip() == "python -m pytest -n auto"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "\npython -m pytest -n auto\n" in ci  # CI runs the README's test command
 
 
 def test_readme_verdict_table_matches_the_committed_report():
