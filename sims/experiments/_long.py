@@ -466,7 +466,10 @@ def log_var_ratio_vs_exact(batches: np.ndarray, log_const: float, moment: Estima
     value = math.log(ve) - log_seq
     half = z * math.sqrt(se_e ** 2 + se_m ** 2)
     split = None
-    if halves and b.size >= 4 and moment.halves is not None:
+    def usable(m: Estimate) -> bool:  # a half whose second moment leaves a positive variance
+        return m.value > 0 and grad_sq * math.exp(-min(log_const, 700.0)) / m.value < 1
+
+    if halves and b.size >= 4 and moment.halves is not None and all(usable(mh) for mh in moment.halves):
         h = b.size // 2
         split = tuple(log_var_ratio_vs_exact(part, log_const, mh, grad_sq, level, halves=False)
                       for part, mh in zip((b[:h], b[h:]), moment.halves))
