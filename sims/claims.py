@@ -437,7 +437,9 @@ def _long_variance_part(bv: dict[str, Any], label: str) -> tuple[bool | None, st
         f"{worst_key[3]} ({worst_key[0]}, κ = {worst_key[1]:g}, T = {worst_key[2]}): {worst}"
         + (f"; sensitivity: below T = {REALISTIC_LENGTH} it does not hold at "
            + ", ".join(f"{a}, κ = {b:g}, T = {c}" for a, b, c in short_fail[:6]) + ("…" if len(short_fail) > 6 else "")
-           if short_fail else f"; it also holds at every T < {REALISTIC_LENGTH}"))
+           if short_fail else f"; it also holds at every T < {REALISTIC_LENGTH}")
+        + "".join(f"; not estimable at {u['setup']}, κ = {u['kl']:g}, T = {u['T']} (no tilted sample with a non-zero "
+                  "reward)" for u in bv.get("long_unestimable", [])))
 
 
 def _variance_vs_seq_is(bv: dict[str, Any], label: str) -> tuple[bool | None, str]:

@@ -240,12 +240,16 @@ def _ratio_rows(config: Config, seed: int, device: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _long_rows(config: Config, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, float]]:
-    """Rows, effect records and, per estimator, the largest relative difference between the long part's
-    closed-form weights and the registered objective's (``_weight_errors``) over the grid."""
+def _long_rows(config: Config, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, float],
+                                                  list[dict[str, Any]]]:
+    """Rows, effect records, per estimator the largest relative difference between the long part's
+    closed-form weights and the registered objective's (``_weight_errors``) over the grid, and the
+    grid points where sequence IS's variance is not estimable (no tilted sample has a non-zero
+    reward: its second moment's estimate is 0, so no ratio can be formed there)."""
     rows: list[dict[str, Any]] = []
     effects: list[dict[str, Any]] = []
     weight_check: dict[str, float] = {}
+    unestimable: list[dict[str, Any]] = []
     for si, setup in enumerate(_long.default_setups(config.long_vocab)):
         for ki, kl in enumerate(config.long_kls):
             old0, new0 = _long.policy_pair(setup, kl, max(config.long_horizons), seed + 101 * si)
@@ -268,6 +272,11 @@ def _long_rows(config: Config, seed: int) -> tuple[list[dict[str, Any]], list[di
                 batches = _long.paired_variances(old, new, reward, config.long_estimators, config.long_sequences, s0 + 1)
                 log_c, moment = _long.seq_is_second_moment(old, new, reward, config.long_sequences, s0 + 2)
                 grad_sq = _long.on_policy_gradient_sq(new, reward, config.long_sequences, s0 + 3)
+                if not moment.value > 0:  # no tilted sample has a non-zero reward: sequence IS's variance not estimable
+                    add(UNBIASED, "log tr Cov", Estimate(float("nan"), float("nan"), float("nan")),
+                        f"not estimable: none of {config.long_sequences} tilted samples has a non-zero reward")
+                    unestimable.append({"setup": setup.name, "T": t, "kl": kl})
+                    continue
                 seq_m2 = moment.value * float(np.exp(min(log_c, 700.0)))
                 add(UNBIASED, "log tr Cov", Estimate.exact(log_c + float(np.log(moment.value))), "exact tilt + monte carlo")
                 add(UNBIASED, "‖∇J‖² share of E‖ĝ‖²", Estimate.exact(grad_sq / seq_m2 if log_c < 700 else 0.0),
@@ -279,7 +288,7 @@ def _long_rows(config: Config, seed: int) -> tuple[list[dict[str, Any]], list[di
                     add(label, "log variance ratio vs sequence IS", ratio, "monte carlo vs exact tilt")
                     effects.append({"setup": setup.name, "T": t, "kl": kl, "estimator": label,
                                     "log_var_ratio": ratio, "vs": UNBIASED})
-    return rows, effects, weight_check
+    return rows, effects, weight_check, unestimable
 
 
 def _setup_text(setup: _long.LongSetup) -> str:
@@ -326,7 +335,7 @@ def growth_rate(table: pd.DataFrame, estimator: str, quantity: str) -> float:
 
 def run(config: Config, *, seed: int = 0, device: str = "cpu") -> Result:
     """Run the sweep; ``Result.table`` has columns T, estimator, quantity, value, low, high, method."""
-    long_rows, effects, weight_check = _long_rows(config, seed)
+    long_rows, effects, weight_check, unestimable = _long_rows(config, seed)
     table = pd.DataFrame(_gradient_rows(config, seed, device) + _ratio_rows(config, seed, device) + long_rows)
     closed = table[table.quantity == "ratio variance closed form"]
     measured = table[table.quantity == "ratio variance"].set_index("T")
@@ -353,6 +362,7 @@ def run(config: Config, *, seed: int = 0, device: str = "cpu") -> Result:
         "long_horizons": list(config.long_horizons),
         "long_kls": list(config.long_kls),
         "long_effects": effects,
+        "long_unestimable": unestimable,  # grid points where no tilted sample had a non-zero reward
         "long_ratio": _long_ratio_records(table),
         "long_weight_check": weight_check,  # closed-form weights vs the registered objectives, max relative
     }
