@@ -358,7 +358,7 @@ def _published(table: pd.DataFrame, config: Config) -> list[Published]:
     return out
 
 
-TOY_LABELS = {"grpo": "GRPO", "grpo_no_std": "GRPO\n(no std)", "drgrpo": "Dr.GRPO", "dapo": "DAPO",
+TOY_LABELS = {"grpo": "GRPO", "grpo_no_std": "GRPO\nno std", "drgrpo": "Dr.\nGRPO", "dapo": "DAPO",
               "sgs_cispo": "SGS-\nCISPO"}
 
 
@@ -370,7 +370,7 @@ def figures(result: Result) -> list[Figure]:
     cos = s["larger_cos"]
     labels = list(cos)
     with style():
-        fig, axes = new_figure(1, 2, width=6.5, height=2.9, gridspec_kw={"width_ratios": [1, 1.1]})
+        fig, axes = new_figure(1, 2, width=6.5, height=2.9, gridspec_kw={"width_ratios": [1.25, 1]})
         ax_t, ax_l = axes[0]
         x = np.arange(len(names))
         for i, (key, what) in enumerate((("dp_W", "∂p_W (wrong answers' stop prob.)"),

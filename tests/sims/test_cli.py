@@ -379,9 +379,10 @@ def test_claims_takes_seed_and_device(monkeypatch, capsys):
 
     seen = {}
     monkeypatch.setattr(sims.report, "run_experiments", lambda scale, **kw: seen.update(kw, scale=scale) or {})
-    monkeypatch.setattr(sims.claims, "decide", lambda results: [])
+    monkeypatch.setattr(sims.claims, "decide", lambda results, scale="full": seen.update(decided_at=scale) or [])
     assert main(["claims", "--quick", "--seed", "7", "--device", "cpu"]) == 0
     assert (seen["scale"], seen["seed"], seen["device"], seen["progress"]) == ("quick", 7, "cpu", True)
+    assert seen["decided_at"] == "quick"  # rule 11: the ledger knows the scale its evidence came from
     assert main(["claims", "--device", "tpu"]) == 2
 
 
