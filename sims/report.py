@@ -18,6 +18,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -288,6 +289,17 @@ def write_figures(name: str, result: Result, directory: Path) -> dict[str, str]:
     return dict(written) if isinstance(written, dict) else {f"{name}.png": ""}
 
 
+def _carry_subdirectories(previous: Path, tmp: Path) -> None:
+    """A report writes only flat files; a subdirectory of the previous report is another command's
+    output (``pgverify conform --out reports/conform``), so it is copied into the new report
+    instead of being removed with the old one."""
+    if not previous.is_dir():
+        return
+    for sub in previous.iterdir():
+        if sub.is_dir() and not sub.is_symlink():
+            shutil.copytree(sub, tmp / sub.name, symlinks=True)
+
+
 def write_report(out_dir: str | os.PathLike, results: dict[str, Result], *, scale: str, seed: int, device: str,
                  seconds: float, before_swap: Callable[[Path], None] | None = None) -> list[ClaimVerdict]:
     """Write the report directory atomically (see the module doc); returns the ledger. ``out_dir``
@@ -300,6 +312,7 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, Result], *, scal
     pubs = published(results)
     prov = provenance(scale, seed, device, results, seconds)
     with atomic_dir(out_dir) as tmp:
+        _carry_subdirectories(Path(out_dir), tmp)
         captions = {}
         for name, res in results.items():
             res.table.to_csv(tmp / f"{name}.csv", index=False)

@@ -136,3 +136,14 @@ def test_summaries_are_tables(written, tiny_experiments):
         assert tables and all(t.startswith("|") for _, t in tables)
         for _, t in tables:
             assert t in text
+
+
+def test_a_new_report_keeps_other_commands_subdirectories(tiny, tmp_path):
+    """``pgverify conform --out reports/conform`` lives inside the report directory: regenerating
+    the report must not delete it (it did: the committed conformance matrices vanished)."""
+    out = tmp_path / "rep"
+    write_report(out, tiny, scale="tiny", seed=0, device="cpu", seconds=1.0)
+    (out / "conform").mkdir()
+    (out / "conform" / "verl.json").write_text("{}")
+    write_report(out, tiny, scale="tiny", seed=0, device="cpu", seconds=1.0)
+    assert (out / "conform" / "verl.json").read_text() == "{}" and (out / "REPORT.md").exists()
