@@ -54,7 +54,8 @@ from typing import Any, Callable
 
 import math
 
-from sims.evidence import Delta, beyond, delta_scale, detectable, log_ratio, oriented, power_text, proportion, within
+from sims.evidence import (Delta, any_beyond_holm, beyond, delta_scale, detectable, log_ratio, oriented, power_text,
+                           proportion, ratio, within)
 from sims.experiments._common import Estimate, Result
 
 EXACT_TOL = 1e-9  # an exact (enumerated) quantity below this is zero: only for parts that assert an identity
@@ -333,16 +334,9 @@ def _all_hold(outcomes) -> bool | None:
 
 
 def _resolving(setups: list[tuple[str, Estimate, bool | None]], delta: Delta) -> tuple[bool | None, str]:
-    """Rule 2/4 over several setups of one part: the setups whose interval resolves δ (detectable
-    effect ≤ δ) decide; if they disagree, or none resolves δ, the part is undecided. Returns the
-    outcome and a sentence naming the setups that decided."""
-    decisive = [(name, o) for name, e, o in setups if detectable(e) <= delta.current and o is not None]
-    if not decisive:
-        return None, "no setup resolves δ"
-    outs = {o for _, o in decisive}
-    if len(outs) > 1:
-        return None, "the setups that resolve δ disagree (" + ", ".join(f"{n}: {o}" for n, o in decisive) + ")"
-    return decisive[0][1], "decided by " + ", ".join(n for n, _ in decisive)
+    """Rule 2/4 over several setups of one part: ``_across`` with each setup resolving δ when its
+    detectable effect is at most δ."""
+    return _across([(name, o, detectable(e) <= delta.current) for name, e, o in setups])
 
 
 def c01(r: dict[str, Result]) -> list[Part]:
@@ -576,8 +570,7 @@ def length_part(lb: dict[str, Any], name: str, label: str, larger_label: str | N
     cos = lb["larger_cos"]
     if larger_label and larger_label in cos:
         grpo_cos = cos["GRPO (seq-mean-token-mean, z-score)"].value
-        rel = Estimate(cos[larger_label].value / grpo_cos, *sorted((cos[larger_label].low / grpo_cos,
-                                                                    cos[larger_label].high / grpo_cos)))
+        rel = ratio(cos[larger_label], grpo_cos)
         o_l = within(rel, LENGTH_DELTA)
         setups.append(("larger Markov policy (Monte Carlo)", rel, o_l))
         n = lb.get("n_replicas")
@@ -787,8 +780,6 @@ def _paired_part(r, metric: str, sign: float, delta_of, what: str) -> tuple[bool
     """A comparison SGS vs ablated CISPO on ``metric`` (oriented by ``sign`` so the claimed
     direction is positive) in every dynamics setup: Holm over the SGS variants of a setup, δ from
     ``delta_of(setup)``, power from the interval; combined over setups by ``_across``."""
-    from sims.evidence import any_beyond_holm, oriented
-
     rows, texts = [], []
     for st in _dynamics_setups(r):
         variants = {k: oriented(v[metric], sign) for k, v in _sgs_variants(st["comparisons"]).items()
