@@ -264,7 +264,18 @@ def select(cases: Sequence[Case], losses: Sequence[str] | None) -> list[Case]:
 _WORKER: dict[str, Any] = {}
 
 
+def quiet_worker_signals() -> None:
+    """In a forked worker: the default SIGTERM action (the parent's handler raises ``Terminated``,
+    which printed a traceback whenever the pool ended its workers) and SIGINT ignored (the parent
+    handles Ctrl-C and ends the pool)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _worker_init(adapter: Adapter, config: Mapping[str, Any], losses: Sequence[str] | None, kw: dict) -> None:
+    quiet_worker_signals()
     _WORKER.update(cases=select(adapter.cases(config), losses), kw=kw)
 
 
@@ -301,6 +312,8 @@ def run_matrix(adapter: Adapter, *, version: str, config: Mapping[str, Any], los
         with ctx.Pool(jobs, initializer=_worker_init, initargs=(adapter, config, losses, kw)) as pool:
             for i, row, seconds in pool.imap_unordered(_worker_run, range(len(cases))):
                 done(i, row, seconds)
+            pool.close()  # let the workers exit on their own rather than be terminated
+            pool.join()
     else:
         for i, case in enumerate(cases):
             start = time.perf_counter()

@@ -29,12 +29,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", action="append", metavar="KEY=VALUE",
                    help="an adapter knob (e.g. clip_ratio_high=0.28); the error lists them; repeatable")
     p.add_argument("--json", metavar="FILE", help="write the matrix as JSON (schema: sims/trainers/_core.py)")
-    p.add_argument("--out", metavar="DIR", help="write DIR/TRAINER.json and DIR/TRAINER.md (an existing directory)")
+    p.add_argument("--out", metavar="DIR",
+                   help="write DIR/TRAINER.json and DIR/TRAINER.md (DIR is created when its parent exists)")
     p.add_argument("--examples", type=int, default=DEFAULT_EXAMPLES,
                    help=f"random inputs per randomised check (default {DEFAULT_EXAMPLES})")
     p.add_argument("--seed", type=int, default=0, help="seed of the input search (default 0)")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="check cases in this many worker processes (default 1; the matrix does not depend on it)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="check cases in this many worker processes (default: the core count; the matrix does not "
+                        "depend on it)")
     p.add_argument("--allow-untested", action="store_true",
                    help="check a trainer version the adapter was not written against")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
@@ -63,16 +65,24 @@ def _cmd_conform(args: argparse.Namespace) -> int:
     try:
         if args.examples < 1:
             raise ConformError(f"--examples {args.examples} is invalid; allowed: an int >= 1")
+        if args.jobs is None:
+            args.jobs = os.cpu_count() or 1
         if args.jobs < 1:
             raise ConformError(f"--jobs {args.jobs} is invalid; allowed: an int >= 1")
         config = parse_config(adapter, parse_assignments("--config", args.config))
         if args.json:
             outputs.check_file_path("--json", args.json)
         if args.out:
-            if not os.path.isdir(args.out):
-                raise ConformError(f"--out {args.out!r} is not an existing directory; allowed: a directory")
+            parent = os.path.dirname(os.path.abspath(args.out))
+            if os.path.exists(args.out) and not os.path.isdir(args.out):
+                raise ConformError(f"--out {args.out!r} is not a directory; allowed: a directory, or a new one "
+                                   "in an existing directory")
+            if not os.path.isdir(parent):
+                raise ConformError(f"--out {args.out!r}: its parent {parent!r} does not exist; allowed: a "
+                                   "directory, or a new one in an existing directory")
             for name in (f"{args.trainer}.json", f"{args.trainer}.md"):
-                outputs.check_file_path("--out", os.path.join(args.out, name))
+                if os.path.isdir(args.out):
+                    outputs.check_file_path("--out", os.path.join(args.out, name))
         version = installed_version(adapter, allow_untested=args.allow_untested)
         try:
             importlib.import_module(adapter.import_check)
@@ -94,6 +104,7 @@ def _cmd_conform(args: argparse.Namespace) -> int:
     if args.json:
         outputs.write_json_atomic(args.json, doc)
     if args.out:
+        os.makedirs(args.out, exist_ok=True)
         outputs.write_json_atomic(os.path.join(args.out, f"{args.trainer}.json"), doc)
         outputs.write_text_atomic(os.path.join(args.out, f"{args.trainer}.md"), text)
     c = doc["counts"]

@@ -40,8 +40,32 @@ def test_bad_config_examples_and_out_exit_2(capsys, tmp_path):
     assert "clip_ratio_high (default 0.28)" in capsys.readouterr().err
     assert main(["conform", "openrlhf", "--examples", "0"]) == 2
     assert "--examples 0" in capsys.readouterr().err
-    assert main(["conform", "openrlhf", "--out", str(tmp_path / "missing")]) == 2
-    assert "not an existing directory" in capsys.readouterr().err
+    assert main(["conform", "openrlhf", "--jobs", "0"]) == 2
+    assert "--jobs 0" in capsys.readouterr().err
+    assert main(["conform", "openrlhf", "--out", str(tmp_path / "missing" / "deeper")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "file").write_text("user data")
+    assert main(["conform", "openrlhf", "--out", str(tmp_path / "file")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert (tmp_path / "file").read_text() == "user data"
+
+
+def test_out_is_created_when_its_parent_exists(tmp_path, capsys):
+    out = tmp_path / "new"
+    assert main(["conform", "openrlhf", "--loss", "PolicyLoss", "--examples", "1", "--jobs", "1", "-q",
+                 "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["openrlhf.json", "openrlhf.md"]
+
+
+def test_pool_workers_restore_the_default_signal_actions():
+    """Forked workers inherit pgverify's SIGTERM handler (``sims.outputs.handle_signals``), which
+    raises ``Terminated``: every worker the pool ended printed that traceback (regression)."""
+    code = ("import signal; from sims.outputs import handle_signals; from sims.trainers._core import "
+            "quiet_worker_signals\nwith handle_signals():\n    before = signal.getsignal(signal.SIGTERM)\n"
+            "    quiet_worker_signals()\n    print(before is signal.SIG_DFL, signal.getsignal(signal.SIGTERM) is "
+            "signal.SIG_DFL, signal.getsignal(signal.SIGINT) is signal.SIG_IGN)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True", "True"]
 
 
 def test_the_cli_module_imports_nothing_heavy():
