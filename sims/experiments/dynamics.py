@@ -13,7 +13,8 @@ Each step samples G prompts × K responses from the current policy (π_old), the
 ``n_updates`` Adam steps on the registered algorithm's loss (``algorithm_loss``) over the same
 batch, so the ratios move away from 1. Logged per step, per seed: reward J, pass@k, entropy per
 token, KL(π‖π_init) per token, solutions kept, and the fraction of tokens whose gradient weight is
-exactly 0 in the last update. Bands are 95% t-intervals over seeds.
+exactly 0 in the last update. Bands are 95% intervals over seeds (``_common.metric_interval``: t-intervals,
+Wilson score intervals for pass@k and the zero-gradient fraction).
 
 Algorithms: the registry's GRPO (its k3 KL loss against the initial policy), Dr.GRPO, DAPO, GSPO,
 CISPO, SGS-CISPO for each p_mode with and without the stop-gradient on S, and the ablation
@@ -41,7 +42,7 @@ from policies.tabular import TabularPolicy
 from policies.tasks import TokenCount, calibrate
 from sims._checks import require
 from sims.algorithms import ALGORITHMS, Algorithm, algorithm_loss
-from sims.experiments._common import Result, mean_interval, seeded
+from sims.experiments._common import Result, mean_interval, metric_interval, seeded
 from sims.experiments._plotting import MARKERS, PALETTE, Figure, fmt, join, legend_outside, line_kw, new_figure, plot_to, style
 from sims.objectives import P_MODES, CispoConfig
 
@@ -242,7 +243,7 @@ def summarise(table: pd.DataFrame, config: Config) -> dict[str, Any]:
     names = list(dict.fromkeys(table.algorithm))
     for task in dict.fromkeys(table.task):
         out["initial"][task] = {m: float(final(table, task, names[0], m, 0).mean()) for m in METRICS if m != "zero_grad_frac"}
-        out["final"][task] = {name: {m: mean_interval(final(table, task, name, m, last if m != "zero_grad_frac" else last - 1))
+        out["final"][task] = {name: {m: metric_interval(m, final(table, task, name, m, last if m != "zero_grad_frac" else last - 1))
                                      for m in METRICS} for name in names}
         if "cispo" in names:
             base = {m: final(table, task, "cispo", m, last) for m in ("entropy", "reward", "solutions")}
@@ -267,16 +268,16 @@ METRIC_LABELS = {"reward": "reward J (pass rate)", "pass@k": "pass@k", "entropy"
 
 
 def _curves(ax, table: pd.DataFrame, task: str, metric: str, names: list[str]) -> None:
-    """Mean over seeds and its 95% t-band per algorithm, one series each."""
-    from scipy import stats as st
-
+    """Mean over seeds and its 95% band per algorithm (``metric_interval``: a t-band, or the Wilson
+    band for ``BOUNDED_METRICS``), one series each."""
     sub = table[(table.task == task) & (table.metric == metric)].dropna(subset=["value"])
     for i, name in enumerate(names):
         g = sub[sub.algorithm == name]
-        agg = g.groupby("step")["value"].agg(["mean", "std", "count"])
-        half = st.t.ppf(0.975, (agg["count"] - 1).clip(lower=1)) * agg["std"].fillna(0) / np.sqrt(agg["count"])
-        ax.plot(agg.index, agg["mean"], **line_kw(i, markevery=(2 * i, max(1, len(agg) // 6))), lw=1.2, label=name)
-        ax.fill_between(agg.index, agg["mean"] - half, agg["mean"] + half, color=PALETTE[i], alpha=0.12, lw=0)
+        bands = [(step, metric_interval(metric, v.to_numpy(float))) for step, v in g.groupby("step")["value"]]
+        steps = np.array([s for s, _ in bands])
+        mean, low, high = (np.array([getattr(e, a) for _, e in bands]) for a in ("value", "low", "high"))
+        ax.plot(steps, mean, **line_kw(i, markevery=(2 * i, max(1, len(steps) // 6))), lw=1.2, label=name)
+        ax.fill_between(steps, low, high, color=PALETTE[i], alpha=0.12, lw=0)
     ax.set_xlabel("training step")
     ax.set_ylabel(METRIC_LABELS[metric])
 
@@ -284,7 +285,7 @@ def _curves(ax, table: pd.DataFrame, task: str, metric: str, names: list[str]) -
 def figures(result: Result) -> list[Figure]:
     """(1) entropy over training per task; (2) final entropy per algorithm against the collapse
     threshold, and the paired SGS − CISPO differences; (3) reward and zero-gradient fraction over
-    training. Means over seeds with 95% t-intervals."""
+    training. Means over seeds with 95% bands (``metric_interval``)."""
     table, cfg, summary = result.table, result.config, result.summary
     tasks = list(dict.fromkeys(table.task))
     names = list(dict.fromkeys(table.algorithm))
@@ -386,7 +387,8 @@ def figures(result: Result) -> list[Figure]:
     zg = {t: min(fin[t][n]["zero_grad_frac"].value for n in zero) for t in tasks} if zero else {}
     cap3 = (
         "Top: the expected reward (exact by enumeration) over training; bottom: the fraction of sampled tokens whose "
-        "gradient weight is exactly 0 in the last update of each step (95% bands over seeds). Look at the two "
+        "gradient weight is exactly 0 in the last update of each step (95% bands over seeds: t-bands for the reward, "
+        "Wilson score bands for the zero-gradient fraction, which is bounded and exactly 0 on most seeds). Look at the two "
         f"together: once a task is solved (final reward at least {join(fmt(rew[t]) for t in tasks)}) most groups "
         "are all correct, their group-relative advantage is 0 and their tokens get no gradient"
     )

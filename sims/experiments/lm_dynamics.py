@@ -20,7 +20,8 @@ entropy at the sampled prefixes), KL(π‖π_init) per token (exact per position
 tokens with gradient weight exactly 0. Every ``eval_every`` steps, from ``n_eval`` fresh samples per
 prompt: pass@k (unbiased estimator, Chen et al. 2021), distinct correct answers, and over-learning on
 the prompts already solved at start (initial pass rate >= 0.9): their entropy drop and top-answer
-mass. Bands are 95% t-intervals over seeds.
+mass. Bands are 95% intervals over seeds (``_common.metric_interval``: t-intervals, Wilson score
+intervals for pass@k and the zero-gradient fraction).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from policies.transformer import LMShape, log_prob_fn, response_log_probs
 from sims._checks import require
 from sims.algorithms import ALGORITHMS, Algorithm
 from sims.experiments import _lm_train as L
-from sims.experiments._common import Estimate, Result, mean_interval, seeded
+from sims.experiments._common import Estimate, Result, mean_interval, metric_interval, seeded
 from sims.experiments._plotting import (
     PALETTE,
     Figure,
@@ -374,7 +375,7 @@ def jobs(config: Config) -> list[tuple[str, str, str, float]]:
 
 def run(config: Config, *, seed: int = 0, device: str = "cpu", progress=None) -> Result:
     """Every run of ``jobs(config)``. Table: task, optimiser, algorithm, step, metric, mean, low, high
-    (95% t-interval over seeds); the per-seed values behind the summary stay in memory."""
+    (95% band over seeds, ``metric_interval``); the per-seed values behind the summary stay in memory."""
     algs = algorithms(config.grid)
     starts = {t: prepare(t, config, device) for t in config.tasks}
     per_seed: dict[tuple[str, str, str], dict[str, np.ndarray]] = {}
@@ -387,11 +388,12 @@ def run(config: Config, *, seed: int = 0, device: str = "cpu", progress=None) ->
     return Result(NAME, config, table, summarise(per_seed, starts, config))
 
 
-def _band(x: np.ndarray) -> tuple[float, float, float]:
+def _band(metric: str, x: np.ndarray) -> tuple[float, float, float]:
+    """(mean, low, high) of ``metric`` over the seeds with a finite value (``metric_interval``)."""
     x = x[np.isfinite(x)]
     if x.size < 2:
         return (float(x.mean()) if x.size else float("nan"),) + (float("nan"),) * 2
-    e = mean_interval(x)
+    e = metric_interval(metric, x)
     return e.value, e.low, e.high
 
 
@@ -402,7 +404,7 @@ def tidy(per_seed, config: Config) -> pd.DataFrame:
         for metric, arr in values.items():
             steps = range(arr.shape[0]) if metric in BATCH_METRICS else ev_steps
             for step, x in zip(steps, arr):
-                mean, low, high = _band(x)
+                mean, low, high = _band(metric, x)
                 rows.append({"task": task, "optimiser": opt, "algorithm": name, "step": step, "metric": metric,
                              "mean": mean, "low": low, "high": high, "n_seeds": int(np.isfinite(x).sum())})
     return pd.DataFrame(rows)
@@ -452,7 +454,7 @@ def summarise(per_seed, starts: dict[str, Start], config: Config) -> dict[str, A
         out["uniform_correct_entropy"][task] = st.task.uniform_correct_entropy()
     for (task, opt, name), values in per_seed.items():
         out["final"].setdefault(task, {}).setdefault(opt, {})[name] = {
-            m: mean_interval(_final(values, m)) if np.isfinite(_final(values, m)).all() else None
+            m: metric_interval(m, _final(values, m)) if np.isfinite(_final(values, m)).all() else None
             for m in ("eval_reward", "pass@k", "eval_entropy", "solutions", "overlearning", "top_mass_known")}
     for task, st in starts.items():
         for opt in ("adam", "sgd"):
@@ -589,7 +591,7 @@ def figures(result: Result) -> list[Figure]:
     figs.append(Figure(f"{NAME}_learning", fig, (
         "Reward (batch pass rate), pass@k (unbiased, from fresh samples), KL(π ‖ π_init) per token and the fraction "
         f"of valid tokens whose gradient weight is exactly 0, for every algorithm with Adam (95% bands over {cfg.n_seeds} "
-        "seeds). Final pass rates: " + "; ".join(
+        "seeds: t-bands, Wilson score bands for the bounded pass@k and zero-gradient fraction). Final pass rates: " + "; ".join(
             f"{t}: {fmt(min(r.values()))}–{fmt(max(r.values()))}" for t, r in rew.items() if r) + ".")))
     # (4) C10
     if summary["c10"]:

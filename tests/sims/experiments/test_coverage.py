@@ -4,7 +4,7 @@
 Decision, as in ``tests/sims/engines/test_coverage.py``: an interval undercovers when a one-sided
 binomial test of H0: coverage ≥ 0.95 − 0.01 rejects at α = 1e-3 (``scipy.stats.binomtest``). An
 interval with coverage ≥ 0.94 fails one test falsely with probability ≤ 1e-3; this module makes
-23 such tests (≤ 2.3e-2 in all). Seeds are fixed. Power: the same intervals shrunk to half their
+27 such tests (≤ 2.7e-2 in all). Seeds are fixed. Power: the same intervals shrunk to half their
 width must be flagged.
 
 Dynamics bands: the band of a metric is a t-interval over ``n_seeds`` seeds (8 at full scale).
@@ -13,11 +13,13 @@ distribution from real training runs (``dynamics.train``, 2 steps, ``POOL`` seed
 measures coverage in the bootstrap world: ``R`` sets of 8 seeds drawn with replacement from the
 pool, whose mean is then the exact truth. Measured (difficulty spread / multi-solution): reward
 0.944 / 0.933, entropy 0.952 / 0.939, KL to init 0.955 / 0.939, solutions kept 0.948 / 0.945.
-Two metrics undercover and are recorded as strict xfails (they must keep failing, with the
-number, until the band is fixed): pass@k 0.887 / 0.842 (bounded near 1, a few low seeds: sets
-without one get a narrow band above the mean) and the zero-gradient fraction 0.925 / 0.333
-(mostly exactly 0: a set of equal seeds gets the zero-width band ``mean_interval`` returns when
-the standard error is 0).
+Two metrics undercover with the t-band, which the test must keep flagging (its case that must
+reject): pass@k 0.887 / 0.842 (bounded near 1, a few low seeds: sets without one get a narrow band
+above the mean) and the zero-gradient fraction 0.925 / 0.333 (mostly exactly 0: a set of equal
+seeds gets the zero-width band ``mean_interval`` returns when the standard error is 0). Their band
+is therefore ``bounded_mean_interval`` (the Wilson score interval, valid for any [0, 1] variable),
+which must cover in the same bootstrap worlds; it is conservative there (half-width bands still
+cover), so its case that must reject is the t-band.
 
 Variance and standard deviation (``variance_interval``; ``kl_estimators`` builds s ± z·se(s) by
 the same delta method): nominal on light tails — normal data (n = 2000) and k3 at μ = 0.1
@@ -40,7 +42,7 @@ import torch
 from scipy import integrate, stats
 
 from sims.experiments import dynamics as D
-from sims.experiments._common import LEVEL, mean_interval, variance_interval
+from sims.experiments._common import BOUNDED_METRICS, LEVEL, bounded_mean_interval, mean_interval, variance_interval
 from sims.kl import kl_values
 
 MARGIN = 0.01  # practical margin below LEVEL (as in tests/sims/engines/test_coverage.py)
@@ -111,14 +113,44 @@ def test_dynamics_bands_cover_in_the_bootstrap_world(pools, task, metric):
     assert _undercovers(half, R), half / R
 
 
+def bounded_coverage(pool: np.ndarray, rng: np.random.Generator) -> int:
+    """Hits of ``R`` Wilson bands (``bounded_mean_interval``) over ``N_SEEDS`` seeds resampled from
+    ``pool`` (vectorised; checked equal to the function on a few sets)."""
+    samples = rng.choice(pool, (R, N_SEEDS), replace=True)
+    m, n = samples.mean(1), N_SEEDS
+    z = stats.norm.ppf(0.5 + LEVEL / 2)
+    centre = (m + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(m * (1 - m) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    low, high = np.maximum(0, centre - half), np.minimum(1, centre + half)
+    for i in range(3):
+        iv = bounded_mean_interval(samples[i])
+        assert (iv.low, iv.high) == pytest.approx((low[i], high[i]), rel=1e-12, abs=1e-15)
+    truth = pool.mean()
+    return int(((low <= truth) & (truth <= high)).sum())
+
+
+BOUNDED_CASES = [(t, m) for t in TASKS for m in BAND_KNOWN_SHORT]
+
+
 @pytest.mark.statistical
-@pytest.mark.xfail(strict=True, reason="t-bands over 8 seeds undercover for pass@k (skewed, bounded near 1) "
-                                       "and the zero-gradient fraction (mostly 0: a set of equal seeds gets a "
-                                       "zero-width band)")
-@pytest.mark.parametrize(("task", "metric"), [(t, m) for t in TASKS for m in BAND_KNOWN_SHORT])
-def test_dynamics_bands_of_skewed_or_discrete_metrics_undercover(pools, task, metric):
-    hits, _ = band_coverage(pools[(task, metric)], np.random.default_rng(7))
+@pytest.mark.parametrize(("task", "metric"), BOUNDED_CASES)
+def test_bounded_metrics_get_the_wilson_band_which_covers_where_the_t_band_does_not(pools, task, metric):
+    assert metric in BOUNDED_METRICS
+    pool = pools[(task, metric)]
+    assert ((pool >= 0) & (pool <= 1)).all()
+    t_hits, _ = band_coverage(pool, np.random.default_rng(7))
+    assert _undercovers(t_hits, R), t_hits / R  # the case that must reject: the t-band
+    hits = bounded_coverage(pool, np.random.default_rng(7))
     assert not _undercovers(hits, R), hits / R
+
+
+def test_wilson_band_is_scipys_at_integer_counts_and_refuses_values_outside_0_1():
+    for k in range(9):
+        iv = bounded_mean_interval(np.r_[np.ones(k), np.zeros(8 - k)])
+        ref = stats.binomtest(k, 8).proportion_ci(confidence_level=LEVEL, method="wilson")
+        assert (iv.low, iv.high) == pytest.approx((ref.low, ref.high), rel=1e-12, abs=1e-15)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        bounded_mean_interval([0.5, 1.2])
 
 
 def _k3_moments(mu: float) -> tuple[float, float]:
