@@ -906,8 +906,8 @@ SCALES = ("tiny", "quick", "full")
 
 def _at_scale(parts: list[Part], scale: str) -> list[Part]:
     """Rule 11: below full scale a ``full_scale_only`` part is undecided; its evidence keeps what
-    the small sweep showed."""
-    if scale == "full":
+    the small sweep showed. The ``large`` sweep (a superset of the full one) decides it too."""
+    if scale in ("full", "large"):
         return parts
     return [Part(p.text, None, f"decided only at full scale ({scale} scale showed: {_outcome_word(p.holds)}; "
                  f"{p.evidence})", True) if p.full_scale_only else p for p in parts]

@@ -28,6 +28,8 @@ from sims import outputs
 # tests/sims/test_cli.py asserts it equals sims.check.specs.SPEC_NAMES.
 CHECK_SPEC_NAMES = ("reinforce", "seq_is", "ppo_clip", "gspo", "gspo_token", "gmpo", "cispo", "sapo", "sgs_cispo",
                     "dro", "dppo_tv", "dppo_kl", "kl_cov", "clip_cov", "ppo_clip_rollout_is", "kl")
+# The sweep scales (``report --scale``), kept here for the same reason; equals sims.experiments.SCALES (tested).
+SCALE_CHOICES = ("tiny", "quick", "full", "large")
 
 
 # Subcommands that live in their own room: each module defines ``add_parser(sub)``, which adds its
@@ -210,7 +212,9 @@ def _cmd_claims(args: argparse.Namespace) -> int:
     from sims.claims import ledger, ledger_rows
     from sims.report import jsonable, run_experiments
 
-    scale = "quick" if args.quick else "full"
+    scale = _scale("claims", args)
+    if scale is None:
+        return 2
     results = run_experiments(scale, seed=args.seed or 0, device=device, progress=True)
     rows = jsonable(ledger_rows(*ledger(results, scale)))
     del results
@@ -220,8 +224,26 @@ def _cmd_claims(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scale(command: str, args: argparse.Namespace) -> str | None:
+    """The sweep scale of ``--quick`` / ``--scale`` (default full); None after a usage error when
+    both are given and disagree."""
+    if args.quick and args.scale not in (None, "quick"):
+        _usage_error(command, f"--quick is --scale quick; it cannot be combined with --scale {args.scale}")
+        return None
+    return "quick" if args.quick else (args.scale or "full")
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
-    error = _device_error("report", args.device)
+    from sims.sweeps.cli import check_backend, make_executor
+
+    scale = _scale("report", args)
+    if scale is None:
+        return 2
+    if args.backend == "ray" and args.address is not None:
+        error = None if args.device.split(":")[0] in ("cpu", "cuda") else \
+            f"pgverify report: error: --device {args.device!r} is not supported; allowed: cpu, cuda, cuda:N\n"
+    else:
+        error = _device_error("report", args.device)
     if error:
         sys.stderr.write(error)
         return 2
@@ -229,13 +251,29 @@ def _cmd_report(args: argparse.Namespace) -> int:
         outputs.check_report_dir("--out", args.out)
     except outputs.OutputError as exc:
         return _usage_error("report", str(exc))
-    from sims.report import build_report
+    message = check_backend(args)
+    if message:
+        return _usage_error("report", message)
+    from sims.report import ExperimentError, build_report
 
+    executor = None
+    if args.backend == "ray" or (args.workers or 1) > 1:
+        from sims.sweeps.executor import default_workers
+
+        executor = make_executor(args, args.workers or default_workers())
+        if isinstance(executor, str):
+            return _usage_error("report", executor)
     try:
-        ledger = build_report(args.out, scale="quick" if args.quick else "full", seed=args.seed,
-                              device=args.device, progress=True)
+        ledger = build_report(args.out, scale=scale, seed=args.seed, device=args.device, progress=True,
+                              executor=executor)
     except outputs.OutputError as exc:  # the directory changed while the experiments ran
         return _usage_error("report", str(exc))
+    except ExperimentError as exc:
+        sys.stderr.write(f"pgverify report: error: {exc}\n")
+        return 3
+    finally:
+        if executor is not None:
+            executor.close()
     counts = {v: sum(c.verdict == v for c in ledger) for v in ("holds", "partly", "fails", "inconclusive")}
     sys.stdout.write(f"wrote {args.out}/REPORT.md: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + "\n")
     return 0
@@ -412,7 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Run every experiment, decide the claims C01-C15 and print the "
                                           "ledger (verdict and what fails), without writing a report; or, "
                                           "with --from DIR, print the ledger of an existing report.")
-    p_claims.add_argument("--quick", action="store_true", help="the quick sweeps (what CI runs)")
+    p_claims.add_argument("--quick", action="store_true", help="the quick sweeps (what CI runs); = --scale quick")
+    p_claims.add_argument("--scale", choices=SCALE_CHOICES, default=None,
+                          help="tiny, quick, full (default) or large (for a GPU or a cluster)")
     p_claims.add_argument("--seed", type=_seed, default=None, help="base seed (default 0)")
     p_claims.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default cpu)")
     p_claims.add_argument("--from", dest="from_dir", metavar="DIR",
@@ -426,7 +466,22 @@ def build_parser() -> argparse.ArgumentParser:
                                           "atomically; a file or a directory holding other files is refused.")
     p_report.add_argument("--out", default="reports", metavar="DIR",
                           help="output directory: new, empty or a previous report (default reports/)")
-    p_report.add_argument("--quick", action="store_true", help="the quick sweeps (what CI runs)")
+    p_report.add_argument("--quick", action="store_true", help="the quick sweeps (what CI runs); = --scale quick")
+    p_report.add_argument("--scale", choices=SCALE_CHOICES, default=None,
+                          help="tiny, quick, full (default; about 10 min on 2 CPU cores) or large (the transformer "
+                               "dynamics with 128 seeds: for a GPU or a cluster, README 'Scales')")
+    p_report.add_argument("--backend", choices=("local", "ray"), default="local",
+                          help="where the experiments run, each one a cell: local (this process, or a process "
+                               "pool with --workers > 1; default) or ray (Ray tasks; pip install pgverify[ray])")
+    from sims.sweeps.cli import parse_workers
+
+    p_report.add_argument("--workers", type=parse_workers, default=None, metavar="N",
+                          help="local: processes running experiments side by side (default 1: this process; each "
+                               "experiment already uses every core); ray: CPUs of the local Ray instance "
+                               "(default: the core count)")
+    p_report.add_argument("--address", metavar="ADDR", default=None,
+                          help="with --backend ray: a running cluster's head (HOST:PORT, ray://HOST:PORT or auto); "
+                               "default: start a local Ray instance")
     p_report.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p_report.add_argument("--seed", type=_seed, default=0, help="base seed (default 0)")
     p_report.set_defaults(func=_cmd_report)

@@ -24,7 +24,7 @@ import sys
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -34,45 +34,107 @@ from sims.experiments import EXPERIMENTS, config_for
 from sims.experiments._common import LEVEL, Estimate, Result
 from sims.experiments._plotting import write
 
+if TYPE_CHECKING:
+    from sims.sweeps.executor import Executor, TaskError
+
 
 def experiment_seed(seed: int, name: str) -> int:
     """The seed experiment ``name`` runs with: stable, distinct per experiment."""
     return int(seed) * 100_003 + zlib.crc32(name.encode()) % 100_000
 
 
+COST_ORDER = ("lm_dynamics", "dynamics", "survival", "sgs", "difficulty", "bias_variance", "kl_estimators",
+              "gspo_weight", "length_bias")
+"""The order experiments are submitted to a pool (longest first at full scale, measured
+2026-12-01: 283, 165, 76, 27, 15, 13, 7, 6, 2 s), so the longest does not start last. Scheduling
+only: every experiment is a pure function of its config and seed."""
+
+
+def run_experiment(item: tuple[str, Any, int, str]) -> tuple[str, Result | TaskError]:
+    """One experiment as an executor cell (``sims.sweeps.executor``): ``item`` is
+    ``(name, config, seed, device)``; returns ``(name, Result)`` with ``Result.seconds`` set, or
+    ``(name, TaskError)`` with the traceback when the experiment raised (never raises itself)."""
+    import traceback
+
+    from sims.sweeps.executor import TaskError
+
+    name, cfg, seed, device = item
+    start = time.perf_counter()
+    try:
+        result = EXPERIMENTS[name].run(cfg, seed=seed, device=device)
+    except Exception as exc:  # noqa: BLE001 (returned to the driver, which names the experiment)
+        return name, TaskError(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+    return name, dataclasses.replace(result, seconds=time.perf_counter() - start)
+
+
+class ExperimentError(RuntimeError):
+    """An experiment raised in a worker; the message names it and carries its traceback."""
+
+
 def run_experiments(scale: str, *, seed: int = 0, device: str = "cpu", names=None,
-                    progress: bool = False, overrides: dict[str, Any] | None = None) -> dict[str, Result]:
+                    progress: bool = False, overrides: dict[str, Any] | None = None,
+                    executor: Executor | None = None) -> dict[str, Result]:
     """Run the experiments (all, or ``names``) at ``scale``; ``overrides`` maps a name to a config.
+    Each ``Result.seconds`` is its wall time.
+
+    ``executor``: None runs them here one after the other; otherwise each experiment is one cell
+    of that executor (``sims.sweeps.executor``: a local process pool or Ray tasks), submitted in
+    ``COST_ORDER``. The results do not depend on which (each experiment is a pure function of its
+    config and seed; tested bit-identical). An experiment that raises in a worker raises
+    ``ExperimentError`` here.
 
     ``progress``: a tqdm bar on stderr when it is a terminal; otherwise one line per experiment
     with its elapsed time ("[3/8] survival done in 12.3 s"), so logs of CI and nohup runs are not
     silent for minutes."""
     names = list(names or EXPERIMENTS)
-    out = {}
+    items = {name: (name, (overrides or {}).get(name) or config_for(name, scale), experiment_seed(seed, name), device)
+             for name in names}
     tty = progress and sys.stderr.isatty()
+    if progress and not tty:
+        where = "" if executor is None else f" on {executor.name} ({executor.workers} workers)"
+        sys.stderr.write(f"pgverify: running {len(names)} experiments at {scale} scale{where}\n")
+        sys.stderr.flush()
+    bar = None
     if tty:
         from tqdm.auto import tqdm
 
-        bar = tqdm(names, desc="experiments", file=sys.stderr)
+        bar = tqdm(total=len(names), desc="experiments", file=sys.stderr)
+    out: dict[str, Result] = {}
+
+    def finished(name: str, result: Result) -> None:
+        out[name] = result
+        if bar is not None:
+            bar.update(1)
+        elif progress:
+            sys.stderr.write(f"[{len(out)}/{len(names)}] {name} done in {result.seconds:.1f} s\n")
+            sys.stderr.flush()
+
+    if executor is None:
+        for name in names:
+            if bar is not None:
+                bar.set_postfix_str(name)
+            start = time.perf_counter()
+            name_, cfg, exp_seed, dev = items[name]
+            kwargs: dict[str, Any] = {"seed": exp_seed, "device": dev}
+            if name == "dynamics" and bar is not None:
+                kwargs["progress"] = lambda jobs: tqdm(jobs, desc="  training runs", leave=False, file=sys.stderr)
+            result = EXPERIMENTS[name].run(cfg, **kwargs)
+            finished(name, dataclasses.replace(result, seconds=time.perf_counter() - start))
     else:
-        bar = names
-        if progress:
-            sys.stderr.write(f"pgverify: running {len(names)} experiments at {scale} scale\n")
-            sys.stderr.flush()
-    for i, name in enumerate(bar, 1):
-        if tty:
-            bar.set_postfix_str(name)
-        start = time.perf_counter()
-        module = EXPERIMENTS[name]
-        cfg = (overrides or {}).get(name) or config_for(name, scale)
-        kwargs = {"seed": experiment_seed(seed, name), "device": device}
-        if name == "dynamics" and tty:
-            kwargs["progress"] = lambda jobs: tqdm(jobs, desc="  training runs", leave=False, file=sys.stderr)
-        out[name] = module.run(cfg, **kwargs)
-        if progress and not tty:
-            sys.stderr.write(f"[{i}/{len(names)}] {name} done in {time.perf_counter() - start:.1f} s\n")
-            sys.stderr.flush()
-    return out
+        from sims.sweeps.executor import TaskError
+
+        order = sorted(names, key=lambda n: COST_ORDER.index(n) if n in COST_ORDER else len(COST_ORDER))
+        for index, value in executor.map_unordered(run_experiment, [items[n] for n in order]):
+            if isinstance(value, TaskError):  # the worker itself died (the cell returns its own errors)
+                value = (order[index], value)
+            name, result = value
+            if isinstance(result, TaskError):
+                raise ExperimentError(f"experiment {name} failed on {executor.name}: {result.error}\n"
+                                      f"{result.traceback}")
+            finished(name, result)
+    if bar is not None:
+        bar.close()
+    return {name: out[name] for name in names}
 
 
 def jsonable(x: Any) -> Any:
@@ -95,8 +157,10 @@ def jsonable(x: Any) -> Any:
     return repr(x)
 
 
-def provenance(scale: str, seed: int, device: str, results: dict[str, Result], seconds: float) -> dict[str, Any]:
-    """Where the numbers come from: commit, versions, machine, seeds, configs."""
+def provenance(scale: str, seed: int, device: str, results: dict[str, Result], seconds: float,
+               backend: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Where the numbers come from: commit, versions, machine, seeds, configs, how long each
+    experiment took and where it ran (``backend``: name and workers; default this process)."""
     import matplotlib
     import pandas
     import scipy
@@ -126,6 +190,9 @@ def provenance(scale: str, seed: int, device: str, results: dict[str, Result], s
                      "sympy": sympy.__version__, "pandas": pandas.__version__, "matplotlib": matplotlib.__version__},
         "confidence_level": LEVEL,
         "seconds": round(seconds, 1),
+        "experiment_seconds": {name: None if res.seconds is None else round(res.seconds, 1)
+                               for name, res in results.items()},
+        "backend": backend or {"name": "in-process", "workers": 1},
         "configs": {name: jsonable(res.config) for name, res in results.items()},
     }
 
@@ -301,7 +368,8 @@ def _carry_subdirectories(previous: Path, tmp: Path) -> None:
 
 
 def write_report(out_dir: str | os.PathLike, results: dict[str, Result], *, scale: str, seed: int, device: str,
-                 seconds: float, before_swap: Callable[[Path], None] | None = None) -> list[ClaimVerdict]:
+                 seconds: float, before_swap: Callable[[Path], None] | None = None,
+                 backend: dict[str, Any] | None = None) -> list[ClaimVerdict]:
     """Write the report directory atomically (see the module doc); returns the ledger. ``out_dir``
     must be new, empty or a previous report (``sims.outputs.check_report_dir``; ``OutputError``
     otherwise, before anything is written), and its parent must exist."""
@@ -310,7 +378,7 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, Result], *, scal
     check_report_dir("--out", out_dir)
     ledger, robust = decide_ledger(results, scale)
     pubs = published(results)
-    prov = provenance(scale, seed, device, results, seconds)
+    prov = provenance(scale, seed, device, results, seconds, backend)
     with atomic_dir(out_dir) as tmp:
         _carry_subdirectories(Path(out_dir), tmp)
         captions = {}
@@ -327,9 +395,11 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, Result], *, scal
 
 
 def build_report(out_dir, *, scale: str = "full", seed: int = 0, device: str = "cpu",
-                 progress: bool = False) -> list[ClaimVerdict]:
-    """Run everything at ``scale`` and write ``out_dir``; returns the ledger."""
+                 progress: bool = False, executor: Executor | None = None) -> list[ClaimVerdict]:
+    """Run everything at ``scale`` (here, or as cells of ``executor``: ``run_experiments``) and
+    write ``out_dir``; returns the ledger."""
     start = time.perf_counter()
-    results = run_experiments(scale, seed=seed, device=device, progress=progress)
+    results = run_experiments(scale, seed=seed, device=device, progress=progress, executor=executor)
+    backend = None if executor is None else {"name": executor.name, "workers": executor.workers}
     return write_report(out_dir, results, scale=scale, seed=seed, device=device,
-                        seconds=time.perf_counter() - start)
+                        seconds=time.perf_counter() - start, backend=backend)

@@ -196,6 +196,8 @@ class Result:
     table: pd.DataFrame
     summary: dict[str, Any]
     published: list[Published] = field(default_factory=list)
+    seconds: float | None = field(default=None, compare=False)
+    """Wall time of ``run`` where the caller measured it (``sims.report.run_experiments``)."""
 
 
 def mean_interval(x, level: float = LEVEL, *, halves: bool = True) -> Estimate:

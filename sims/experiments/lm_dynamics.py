@@ -172,7 +172,7 @@ class Config:
     @classmethod
     def large(cls) -> Config:
         """For a GPU or a cluster: 128 seeds, 200 steps, 64 samples per prompt per evaluation, the
-        12-point (k, τ) grid on every task and SGD for every algorithm (108 runs; about 7 hours of
+        12-point (k, τ) grid on every task and SGD for every algorithm (108 runs; about 6 hours of
         one CPU core at the measured per-step costs, see the README)."""
         return cls(steps=200, n_seeds=128, n_eval=64,
                    grid=tuple((k, t) for k in (2.0, 5.0, 10.0, 20.0) for t in (0.2, 0.5, 0.8)),

@@ -23,7 +23,8 @@ def _error(message: str) -> int:
     return 2
 
 
-def _workers(text: str) -> int:
+def parse_workers(text: str) -> int:
+    """An argparse ``type`` for ``--workers``: an int >= 1."""
     try:
         value = int(text)
     except ValueError:
@@ -49,7 +50,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--address", metavar="ADDR", default=None,
                    help="with --backend ray: a running cluster's head (HOST:PORT, ray://HOST:PORT or auto); "
                         "default: start a local Ray instance")
-    p.add_argument("--workers", type=_workers, default=None, metavar="N",
+    p.add_argument("--workers", type=parse_workers, default=None, metavar="N",
                    help="processes (local) or CPUs of the local Ray instance (default: the number of cores)")
     p.add_argument("--out", default="sweep", metavar="DIR",
                    help="output directory: new, empty or an earlier sweep's (finished cells reused; default sweep/)")
@@ -62,8 +63,9 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=command)
 
 
-def _check_backend(args: argparse.Namespace) -> str | None:
-    """A usage-error message for the backend options, or None."""
+def check_backend(args: argparse.Namespace) -> str | None:
+    """A usage-error message for the backend options (``args.backend``, ``address``, ``workers``), or
+    None. Shared by ``pgverify sweep`` and ``pgverify report``."""
     if args.backend == "local":
         if args.address is not None:
             return f"--address {args.address!r} needs --backend ray; allowed: --backend ray --address ADDR"
@@ -82,7 +84,9 @@ def _check_backend(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _make_executor(args: argparse.Namespace, workers: int):
+def make_executor(args: argparse.Namespace, workers: int):
+    """The executor ``args`` names (``backend``, ``address``, ``device``) with ``workers``, or a
+    usage-error message when Ray cannot start or lacks a GPU for a CUDA device."""
     from sims.sweeps.executor import LocalExecutor, RayExecutor
 
     if args.backend == "local":
@@ -119,7 +123,7 @@ def command(args: argparse.Namespace) -> int:
         check_sweep_dir("--out", args.out, resume=args.resume)
     except outputs.OutputError as exc:
         return _error(str(exc))
-    message = _check_backend(args)
+    message = check_backend(args)
     if message:
         return _error(message)
     from sims.cli import _device_error
@@ -142,7 +146,7 @@ def command(args: argparse.Namespace) -> int:
     from sims.sweeps.executor import default_workers
 
     workers = args.workers or default_workers()
-    executor = _make_executor(args, min(workers, len(cells)) if args.backend == "local" else workers)
+    executor = make_executor(args, min(workers, len(cells)) if args.backend == "local" else workers)
     if isinstance(executor, str):
         return _error(executor)
     from sims.sweeps.run import run_sweep

@@ -402,10 +402,15 @@ def test_progress_lines_when_stderr_is_not_a_terminal(monkeypatch, capsys):
 
     import sims.report
 
-    fake = types.SimpleNamespace(run=lambda cfg, seed, device: ("ran", cfg))
+    import pandas as pd
+
+    from sims.experiments._common import Result
+
+    fake = types.SimpleNamespace(run=lambda cfg, seed, device: Result("ran", cfg, pd.DataFrame(), {}))
     monkeypatch.setattr(sims.report, "EXPERIMENTS", {"alpha": fake, "beta": fake})
     out = sims.report.run_experiments("quick", progress=True, overrides={"alpha": 1, "beta": 2})
-    assert out == {"alpha": ("ran", 1), "beta": ("ran", 2)}
+    assert {n: r.config for n, r in out.items()} == {"alpha": 1, "beta": 2}
+    assert all(r.seconds >= 0 for r in out.values())
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "pgverify: running 2 experiments at quick scale"
     assert err[1].startswith("[1/2] alpha done in ") and err[2].startswith("[2/2] beta done in ")

@@ -147,3 +147,79 @@ def test_a_new_report_keeps_other_commands_subdirectories(tiny, tmp_path):
     (out / "conform" / "verl.json").write_text("{}")
     write_report(out, tiny, scale="tiny", seed=0, device="cpu", seconds=1.0)
     assert (out / "conform" / "verl.json").read_text() == "{}" and (out / "REPORT.md").exists()
+
+
+# ----------------------------------------------------------------------------- the executor seam
+
+SEAM_NAMES = ("dynamics", "gspo_weight", "kl_estimators", "length_bias")  # a cheap subset (tiny: ~5 s)
+
+
+def _same(a, b) -> None:
+    """Two runs' results identical: tables bit for bit, summaries as JSON (NaN equals NaN there)."""
+    import pandas as pd
+
+    from sims.report import jsonable
+
+    assert list(a) == list(b)
+    for name in a:
+        pd.testing.assert_frame_equal(a[name].table, b[name].table, check_exact=True)
+        assert json.dumps(jsonable(a[name].summary), sort_keys=True) == json.dumps(jsonable(b[name].summary),
+                                                                                    sort_keys=True), name
+
+
+def test_experiments_on_a_process_pool_equal_the_in_process_run(tiny_experiments):
+    from sims.report import run_experiments
+    from sims.sweeps.executor import LocalExecutor
+
+    with LocalExecutor(2) as executor:
+        pooled = run_experiments("tiny", names=SEAM_NAMES, executor=executor)
+    _same({n: tiny_experiments[n] for n in SEAM_NAMES}, pooled)
+    assert all(r.seconds is not None and r.seconds > 0 for r in pooled.values())
+
+
+def test_experiments_on_ray_equal_the_in_process_run(tiny_experiments):
+    pytest.importorskip("ray")  # CI installs the ray extra, so this runs there
+    from sims.report import run_experiments
+    from sims.sweeps.executor import RayExecutor
+
+    with RayExecutor(None, 2) as executor:
+        on_ray = run_experiments("tiny", names=SEAM_NAMES, executor=executor)
+    _same({n: tiny_experiments[n] for n in SEAM_NAMES}, on_ray)
+
+
+def test_an_experiment_that_raises_in_a_cell_is_named():
+    from sims.report import ExperimentError, run_experiments
+    from sims.sweeps.executor import LocalExecutor
+
+    with pytest.raises(ExperimentError, match="experiment kl_estimators failed on local: AttributeError"):
+        run_experiments("tiny", names=["kl_estimators"], overrides={"kl_estimators": object()},
+                        executor=LocalExecutor(1))
+
+
+def test_provenance_records_each_experiments_time_and_the_backend(tiny, tmp_path):
+    import dataclasses
+
+    timed = {n: dataclasses.replace(r, seconds=1.26) for n, r in tiny.items()}
+    write_report(tmp_path / "rep", timed, scale="tiny", seed=0, device="cpu", seconds=9.0,
+                 backend={"name": "ray", "workers": 4})
+    prov = json.loads((tmp_path / "rep" / "provenance.json").read_text())
+    assert prov["experiment_seconds"] == {n: 1.3 for n in tiny}
+    assert prov["backend"] == {"name": "ray", "workers": 4}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["report", "--quick", "--scale", "full"], "--quick is --scale quick"),
+    (["report", "--address", "127.0.0.1:1"], "needs --backend ray"),
+    (["report", "--backend", "ray", "--address", "127.0.0.1:1"], "cannot be reached"),
+    (["report", "--backend", "ray", "--address", "nonsense"], "is not host:port"),
+])
+def test_bad_scale_or_backend_exits_2_before_any_work(argv, message, capsys, tmp_path):
+    assert cli.main([*argv, "--out", str(tmp_path / "r")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_scale_choices_are_the_experiments_scales():
+    from sims.experiments import SCALES
+
+    assert cli.SCALE_CHOICES == SCALES

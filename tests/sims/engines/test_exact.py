@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import sympy as sp
 import torch
 
 from policies.perturb import perturb
