@@ -2,6 +2,6 @@
 
 import sys
 
-from sims.cli import main
+from sims.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

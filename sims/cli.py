@@ -257,13 +257,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from sims.report import ExperimentError, build_report
 
     executor = None
-    if args.backend == "ray" or (args.workers or 1) > 1:
-        from sims.sweeps.executor import default_workers
-
-        executor = make_executor(args, args.workers or default_workers())
-        if isinstance(executor, str):
-            return _usage_error("report", executor)
     try:
+        if args.backend == "ray" or (args.workers or 1) > 1:
+            from sims.sweeps.executor import default_workers
+
+            executor = make_executor(args, args.workers or default_workers())
+            if isinstance(executor, str):
+                message, executor = executor, None
+                return _usage_error("report", message)
         ledger = build_report(args.out, scale=scale, seed=args.seed, device=args.device, progress=True,
                               executor=executor)
     except outputs.OutputError as exc:  # the directory changed while the experiments ran
@@ -559,5 +560,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return outputs.exit_code(exc)
 
 
+def entry() -> int:
+    """The ``pgverify`` console script (and ``python -m sims``): ``main``; after a stop by SIGINT or
+    SIGTERM (exit code 130 or 143) both signals are ignored for the rest of the process, so a second
+    one — a repeated Ctrl-C, or ``timeout``, which signals the command and then its process group —
+    cannot interrupt the interpreter's exit and print a traceback there."""
+    import signal
+
+    code = main()
+    if code in (130, 143):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+    return code
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(entry())

@@ -46,7 +46,7 @@ def experiment_seed(seed: int, name: str) -> int:
 COST_ORDER = ("lm_dynamics", "dynamics", "survival", "sgs", "difficulty", "bias_variance", "kl_estimators",
               "gspo_weight", "length_bias")
 """The order experiments are submitted to a pool (longest first at full scale, measured
-2026-12-01: 283, 165, 76, 27, 15, 13, 7, 6, 2 s), so the longest does not start last. Scheduling
+2026-12-01 on the idle machine: 247 (283 with the warm starts not cached), 165, 76, 27, 15, 13, 7, 6, 2 s), so the longest does not start last. Scheduling
 only: every experiment is a pure function of its config and seed."""
 
 
@@ -84,7 +84,7 @@ def run_experiments(scale: str, *, seed: int = 0, device: str = "cpu", names=Non
     ``ExperimentError`` here.
 
     ``progress``: a tqdm bar on stderr when it is a terminal; otherwise one line per experiment
-    with its elapsed time ("[3/8] survival done in 12.3 s"), so logs of CI and nohup runs are not
+    with its elapsed time ("[3/9] survival done in 12.3 s"), so logs of CI and nohup runs are not
     silent for minutes."""
     names = list(names or EXPERIMENTS)
     items = {name: (name, (overrides or {}).get(name) or config_for(name, scale), experiment_seed(seed, name), device)
@@ -125,12 +125,15 @@ def run_experiments(scale: str, *, seed: int = 0, device: str = "cpu", names=Non
 
         order = sorted(names, key=lambda n: COST_ORDER.index(n) if n in COST_ORDER else len(COST_ORDER))
         for index, value in executor.map_unordered(run_experiment, [items[n] for n in order]):
-            if isinstance(value, TaskError):  # the worker itself died (the cell returns its own errors)
-                value = (order[index], value)
+            if isinstance(value, TaskError):  # a worker died: every unfinished cell of the pool fails with it
+                unfinished = [n for n in order if n not in out]
+                raise ExperimentError(f"a worker of the {executor.name} backend stopped ({value.error}) while "
+                                      f"{len(unfinished)} experiments were unfinished: {', '.join(unfinished)}; "
+                                      "the report was not written (rerun, or use --workers 1)")
             name, result = value
             if isinstance(result, TaskError):
-                raise ExperimentError(f"experiment {name} failed on {executor.name}: {result.error}\n"
-                                      f"{result.traceback}")
+                raise ExperimentError(f"experiment {name} failed on {executor.name}: {result.error}"
+                                      + (f"\n{result.traceback}" if result.traceback else ""))
             finished(name, result)
     if bar is not None:
         bar.close()
@@ -356,15 +359,40 @@ def write_figures(name: str, result: Result, directory: Path) -> dict[str, str]:
     return dict(written) if isinstance(written, dict) else {f"{name}.png": ""}
 
 
-def _carry_subdirectories(previous: Path, tmp: Path) -> None:
-    """A report writes only flat files; a subdirectory of the previous report is another command's
-    output (``pgverify conform --out reports/conform``), so it is copied into the new report
-    instead of being removed with the old one."""
+def _own_files(previous: Path) -> set[str]:
+    """The names a previous report wrote itself: the list in its ``provenance.json`` (``files``),
+    or, for a report written before that list existed, the report's fixed names and every
+    ``<experiment>.csv`` / ``<experiment>*.png`` of the experiments it records."""
+    try:
+        prov = json.loads((previous / "provenance.json").read_text())
+    except (OSError, ValueError):
+        prov = {}
+    if isinstance(prov.get("files"), list):
+        return set(prov["files"])
+    names = set(prov.get("configs") or EXPERIMENTS)
+    return {p.name for p in previous.iterdir() if p.name in FIXED_FILES
+            or (p.suffix == ".csv" and p.stem in names)
+            or (p.suffix == ".png" and any(p.stem == n or p.stem.startswith(n + "_") for n in names))}
+
+
+FIXED_FILES = ("REPORT.md", "claims.json", "published.json", "provenance.json")
+
+
+def _carry_foreign(previous: Path, tmp: Path) -> None:
+    """Everything in the previous report that the report did not write itself — another
+    command's output (``pgverify conform --out reports``, a subdirectory or its two files) or a
+    user's file — is copied into the new report instead of being removed with the old one; only
+    the report's own files are ever replaced."""
     if not previous.is_dir():
         return
-    for sub in previous.iterdir():
-        if sub.is_dir() and not sub.is_symlink():
-            shutil.copytree(sub, tmp / sub.name, symlinks=True)
+    own = _own_files(previous)
+    for entry in previous.iterdir():
+        if entry.name in own:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, tmp / entry.name, symlinks=True)
+        else:
+            shutil.copy2(entry, tmp / entry.name, follow_symlinks=False)
 
 
 def write_report(out_dir: str | os.PathLike, results: dict[str, Result], *, scale: str, seed: int, device: str,
@@ -380,7 +408,7 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, Result], *, scal
     pubs = published(results)
     prov = provenance(scale, seed, device, results, seconds, backend)
     with atomic_dir(out_dir) as tmp:
-        _carry_subdirectories(Path(out_dir), tmp)
+        _carry_foreign(Path(out_dir), tmp)
         captions = {}
         for name, res in results.items():
             res.table.to_csv(tmp / f"{name}.csv", index=False)
@@ -388,6 +416,8 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, Result], *, scal
         (tmp / "claims.json").write_text(json.dumps(jsonable(ledger_rows(ledger, robust)), indent=1, ensure_ascii=False))
         (tmp / "published.json").write_text(json.dumps(jsonable(pubs), indent=1, ensure_ascii=False))
         (tmp / "REPORT.md").write_text(render_markdown(results, ledger, pubs, prov, captions, robust))
+        carried = {e.name for e in Path(out_dir).iterdir()} - _own_files(Path(out_dir)) if Path(out_dir).is_dir() else set()
+        prov["files"] = sorted({p.name for p in tmp.iterdir()} - carried | {"provenance.json"})
         (tmp / "provenance.json").write_text(json.dumps(prov, indent=1, ensure_ascii=False))  # last: the marker
         if before_swap is not None:
             before_swap(tmp)

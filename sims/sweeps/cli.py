@@ -74,13 +74,14 @@ def check_backend(args: argparse.Namespace) -> str | None:
         import ray  # noqa: F401
     except ImportError:
         return "--backend ray needs Ray, which is not installed; allowed: pip install 'pgverify[ray]', or --backend local"
-    if args.address is not None:
-        if args.workers is not None:
-            return ("--workers sets the CPUs of a local Ray instance; with --address the cluster's resources decide; "
-                    "allowed: --address without --workers")
-        from sims.sweeps.executor import check_ray_address
+    from sims.sweeps.executor import check_ray_address, ray_address
 
-        return check_ray_address(args.address)
+    address, source = ray_address(args.address)
+    if address is not None:
+        if args.workers is not None:
+            return (f"--workers sets the CPUs of a local Ray instance; with {source} set the cluster's resources "
+                    f"decide; allowed: {source.split(' ')[0]} without --workers")
+        return check_ray_address(address, label=source)
     return None
 
 
@@ -91,10 +92,14 @@ def make_executor(args: argparse.Namespace, workers: int):
 
     if args.backend == "local":
         return LocalExecutor(workers)
+    from sims.sweeps.executor import ray_address
+
+    address, source = ray_address(args.address)
     try:
-        executor = RayExecutor(args.address, None if args.address else workers, args.device)
+        executor = RayExecutor(address, None if address else workers, args.device)
     except Exception as exc:  # noqa: BLE001 (whatever ray.init raises, the run cannot start: a usage error)
-        return f"--backend ray --address {args.address!r}: Ray could not start or connect ({type(exc).__name__}: {exc})"
+        where = f"{source} {address!r}" if address else "a local Ray instance"
+        return f"--backend ray with {where}: Ray could not start or connect ({type(exc).__name__}: {exc})"
     if args.device.startswith("cuda") and executor.gpus == 0:
         executor.close()
         return f"--device {args.device!r}: the Ray cluster has no GPU; allowed: cpu, or a cluster with GPUs"

@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 RAY_RETRIES = 3
-PRELOAD = ["sims.sweeps.cells", "torch", "sims.engines.montecarlo", "sims.engines.exact"]
+PRELOAD = ["sims.sweeps._forkserver_quiet", "sims.sweeps.cells", "torch", "sims.engines.montecarlo", "sims.engines.exact"]
 
 
 def default_workers() -> int:
@@ -103,6 +103,19 @@ def _worker_init(driver_pid: int, interval: float = 1.0) -> None:
     threading.Thread(target=_watch_driver, args=(driver_pid, interval), daemon=True).start()
 
 
+@contextlib.contextmanager
+def _sigint_blocked():
+    """SIGINT blocked in this thread while the block runs (a no-op off the main thread or POSIX)."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class LocalExecutor(Executor):
     """In this process (one worker) or a forkserver process pool (several)."""
 
@@ -123,10 +136,15 @@ class LocalExecutor(Executor):
 
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)
-        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_worker_init,
-                                         initargs=(os.getpid(),))
-        futures = {self._pool.submit(fn, item): i for i, item in enumerate(items)}
-        self._unfinished = True
+        # SIGINT blocked while the forkserver and the workers start (they inherit the mask across
+        # exec) until the forkserver's first preload, ``_forkserver_quiet``, ignores it: a Ctrl-C
+        # during its preload (torch: seconds) cannot raise there and print a traceback; here it is
+        # delivered when the mask is restored.
+        with _sigint_blocked():
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_worker_init,
+                                             initargs=(os.getpid(),))
+            futures = {self._pool.submit(fn, item): i for i, item in enumerate(items)}
+            self._unfinished = True
         for future in as_completed(futures):
             try:
                 yield futures[future], future.result()
@@ -150,21 +168,32 @@ class LocalExecutor(Executor):
         pool.shutdown(wait=True)
 
 
-def check_ray_address(address: str, timeout: float = 5.0) -> str | None:
+def ray_address(address: str | None) -> tuple[str | None, str]:
+    """The cluster address to join and where it came from: ``--address``, else the environment's
+    ``RAY_ADDRESS`` (which ``ray.init`` would read anyway), else None (start a local instance)."""
+    if address is not None:
+        return address, "--address"
+    env = os.environ.get("RAY_ADDRESS") or None
+    return env, "RAY_ADDRESS (from the environment)"
+
+
+def check_ray_address(address: str, timeout: float = 5.0, label: str = "--address") -> str | None:
     """A message saying why ``address`` (``host:port``, ``ray://host:port`` or ``auto``) cannot be
-    reached, or None. ``auto`` is left to ``ray.init``; otherwise a TCP connection is tried."""
+    reached, or None. ``auto`` is left to ``ray.init``; otherwise a TCP connection is tried.
+    ``label`` names where the address came from."""
     if address == "auto":
         return None
     hostport = address.removeprefix("ray://")
     host, sep, port = hostport.rpartition(":")
     if not sep or not host or not port.isdigit():
-        return f"--address {address!r} is not host:port; allowed: HOST:PORT, ray://HOST:PORT or auto"
+        return f"{label} {address!r} is not host:port; allowed: HOST:PORT, ray://HOST:PORT or auto"
     try:
         with socket.create_connection((host, int(port)), timeout=timeout):
             return None
     except OSError as exc:
-        return (f"--address {address!r} cannot be reached ({exc}); allowed: the address of a running Ray cluster's "
-                "head (HOST:PORT, ray://HOST:PORT or auto), or no --address for a local Ray instance")
+        return (f"{label} {address!r} cannot be reached ({exc}); allowed: the address of a running Ray cluster's "
+                "head (HOST:PORT, ray://HOST:PORT or auto), or no address (unset RAY_ADDRESS) for a local Ray "
+                "instance")
 
 
 class RayExecutor(Executor):

@@ -425,7 +425,8 @@ def test_report_replaces_a_previous_report_with_the_umask_permissions(tiny_exper
     monkeypatch.setattr(sims.report, "run_experiments", lambda *a, **kw: tiny_experiments)
     out = tmp_path / "rep"
     _fake_report(out)
-    (out / "stale.png").write_text("from the previous report")
+    (out / "stale.png").write_text("from the previous report")  # listed as the previous report's own file
+    (out / "provenance.json").write_text('{"files": ["provenance.json", "REPORT.md", "stale.png"]}')
     old = os.umask(0o022)
     try:
         assert main(["report", "--out", str(out)]) == 0
@@ -461,3 +462,17 @@ def test_a_signal_stops_a_report_cleanly(tmp_path, signum, code):
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("pgverify: ")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the previous report intact
     assert [p.name for p in tmp_path.iterdir()] == ["rep"]  # no temporary directory left
+
+
+def test_the_console_script_ignores_further_signals_after_a_stop():
+    """``entry`` (the console script): after 130/143 a second SIGINT/SIGTERM (``timeout`` signals
+    the command and then its group) must not interrupt the interpreter's exit with a traceback."""
+    code = ("import signal, sims.cli as c\n"
+            "for rc in (0, 130, 143):\n"
+            "    signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "    signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+            "    c.main = lambda rc=rc: rc\n"
+            "    print(c.entry(), signal.getsignal(signal.SIGINT) is signal.SIG_IGN,"
+            " signal.getsignal(signal.SIGTERM) is signal.SIG_IGN)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:3] == ["0 False False", "130 True True", "143 True True"]

@@ -223,3 +223,49 @@ def test_scale_choices_are_the_experiments_scales():
     from sims.experiments import SCALES
 
     assert cli.SCALE_CHOICES == SCALES
+
+
+def test_a_new_report_keeps_every_file_it_did_not_write(tiny, tmp_path):
+    """Regression: ``pgverify conform verl --out reports`` writes reports/verl.json and verl.md (and
+    a user may keep notes there); regenerating the report deleted them with the old report."""
+    out = tmp_path / "rep"
+    write_report(out, tiny, scale="tiny", seed=0, device="cpu", seconds=1.0)
+    (out / "verl.json").write_text('{"trainer": "verl"}')
+    (out / "notes.txt").write_text("user data")
+    write_report(out, tiny, scale="tiny", seed=1, device="cpu", seconds=1.0)
+    assert (out / "verl.json").read_text() == '{"trainer": "verl"}'
+    assert (out / "notes.txt").read_text() == "user data"
+    prov = json.loads((out / "provenance.json").read_text())
+    assert "notes.txt" not in prov["files"] and "REPORT.md" in prov["files"] and "provenance.json" in prov["files"]
+    own = set(prov["files"])
+    assert {p.name for p in out.iterdir()} == own | {"verl.json", "notes.txt"}
+    # a report written before provenance listed its files: its own files are recognised by name
+    prov.pop("files")
+    (out / "provenance.json").write_text(json.dumps(prov))
+    write_report(out, tiny, scale="tiny", seed=2, device="cpu", seconds=1.0)
+    assert (out / "notes.txt").read_text() == "user data" and (out / "verl.json").exists()
+    assert {p.name for p in out.iterdir()} == own | {"verl.json", "notes.txt"}
+
+
+def test_a_dead_worker_is_reported_with_every_unfinished_experiment():
+    from sims.report import ExperimentError, run_experiments
+    from sims.sweeps.executor import Executor, TaskError
+
+    class Broken(Executor):
+        name, workers = "local", 2
+
+        def map_unordered(self, fn, items):
+            yield 0, TaskError("BrokenProcessPool: a process in the process pool was terminated abruptly")
+
+    with pytest.raises(ExperimentError) as exc:
+        run_experiments("tiny", names=["kl_estimators", "length_bias"], executor=Broken())
+    message = str(exc.value)
+    assert "a worker of the local backend stopped (BrokenProcessPool" in message
+    assert "2 experiments were unfinished: kl_estimators, length_bias" in message
+
+
+def test_ray_address_from_the_environment_is_named(monkeypatch, capsys, tmp_path):
+    pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    assert cli.main(["report", "--backend", "ray", "--out", str(tmp_path / "r")]) == 2
+    assert "RAY_ADDRESS (from the environment) '127.0.0.1:1' cannot be reached" in capsys.readouterr().err

@@ -218,3 +218,17 @@ def test_heavy_tailed_std_undercovers():
     _, sd = _k3_moments(1.0)
     hits = _coverage(lambda: _k3(1.0, 2_000, gen), sd * sd, R_VAR)
     assert not _undercovers(hits["std"], R_VAR), hits["std"] / R_VAR
+
+
+def test_wilson_band_contains_its_mean_reads_rounding_as_the_bound_and_passes_nan():
+    import math as m
+
+    for n in range(2, 64):
+        for v in (0.0, 1.0):
+            iv = bounded_mean_interval(np.full(n, v))
+            assert iv.low <= iv.value <= iv.high and not iv.excludes(v), (n, v, iv)
+    iv = bounded_mean_interval([1.0000000000000002, 1.0, 1.0])
+    assert iv.value == 1.0 and iv.high == 1.0
+    assert m.isnan(bounded_mean_interval([0.5, float("nan")]).value)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        bounded_mean_interval([0.5, 1.001])

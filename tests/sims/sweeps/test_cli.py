@@ -95,7 +95,7 @@ def test_ray_backend_usage_errors(tmp_path, capsys):
     assert code == 2 and f"--address {address!r} cannot be reached" in err and not out.exists()
     code, err, _ = _run(tmp_path, capsys, "SPEC", "--out", "OUT", "--backend", "ray", "--address", address,
                         "--workers", "2")
-    assert code == 2 and "with --address the cluster's resources decide" in err
+    assert code == 2 and "with --address set the cluster's resources decide" in err
 
 
 def test_readme_shows_the_example_and_every_spec_key():

@@ -83,3 +83,26 @@ def test_a_worker_exits_when_its_driver_is_gone(monkeypatch):
     monkeypatch.setattr(executor.os, "_exit", lambda code: exits.append(code))
     executor._watch_driver(finished.pid, 0.0)  # returns at once: the driver is dead
     assert exits == [1] and executor._alive(os.getpid())
+
+
+def test_sigint_is_blocked_while_the_pool_starts():
+    """The forkserver and its workers inherit the signal mask across exec: with SIGINT blocked while
+    they start, a Ctrl-C during the forkserver's torch preload cannot print a traceback there."""
+    import signal
+
+    from sims.sweeps.executor import _sigint_blocked
+
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    with _sigint_blocked():
+        assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
+def test_ray_address_comes_from_the_option_then_the_environment(monkeypatch):
+    from sims.sweeps.executor import ray_address
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert ray_address(None) == (None, "RAY_ADDRESS (from the environment)")
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert ray_address(None) == ("10.0.0.1:6379", "RAY_ADDRESS (from the environment)")
+    assert ray_address("auto") == ("auto", "--address")
