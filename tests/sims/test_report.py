@@ -138,17 +138,6 @@ def test_summaries_are_tables(written, tiny_experiments):
             assert t in text
 
 
-def test_a_new_report_keeps_other_commands_subdirectories(tiny, tmp_path):
-    """``pgverify conform --out reports/conform`` lives inside the report directory: regenerating
-    the report must not delete it (it did: the committed conformance matrices vanished)."""
-    out = tmp_path / "rep"
-    write_report(out, tiny, scale="tiny", seed=0, device="cpu", seconds=1.0)
-    (out / "conform").mkdir()
-    (out / "conform" / "verl.json").write_text("{}")
-    write_report(out, tiny, scale="tiny", seed=0, device="cpu", seconds=1.0)
-    assert (out / "conform" / "verl.json").read_text() == "{}" and (out / "REPORT.md").exists()
-
-
 # ----------------------------------------------------------------------------- the executor seam
 
 SEAM_NAMES = ("dynamics", "gspo_weight", "kl_estimators", "length_bias")  # a cheap subset (tiny: ~5 s)
@@ -196,17 +185,6 @@ def test_an_experiment_that_raises_in_a_cell_is_named():
                         executor=LocalExecutor(1))
 
 
-def test_provenance_records_each_experiments_time_and_the_backend(tiny, tmp_path):
-    import dataclasses
-
-    timed = {n: dataclasses.replace(r, seconds=1.26) for n, r in tiny.items()}
-    write_report(tmp_path / "rep", timed, scale="tiny", seed=0, device="cpu", seconds=9.0,
-                 backend={"name": "ray", "workers": 4})
-    prov = json.loads((tmp_path / "rep" / "provenance.json").read_text())
-    assert prov["experiment_seconds"] == {n: 1.3 for n in tiny}
-    assert prov["backend"] == {"name": "ray", "workers": 4}
-
-
 @pytest.mark.parametrize("argv, message", [
     (["report", "--quick", "--scale", "full"], "--quick is --scale quick"),
     (["report", "--address", "127.0.0.1:1"], "needs --backend ray"),
@@ -225,26 +203,42 @@ def test_scale_choices_are_the_experiments_scales():
     assert cli.SCALE_CHOICES == SCALES
 
 
-def test_a_new_report_keeps_every_file_it_did_not_write(tiny, tmp_path):
+def test_a_new_report_keeps_every_file_it_did_not_write_and_records_its_own(tiny, tmp_path):
     """Regression: ``pgverify conform verl --out reports`` writes reports/verl.json and verl.md (and
-    a user may keep notes there); regenerating the report deleted them with the old report."""
+    a user may keep notes there); regenerating the report deleted them with the old report. The
+    provenance lists the report's own files, each experiment's time and the backend."""
+    import dataclasses
+
     out = tmp_path / "rep"
     write_report(out, tiny, scale="tiny", seed=0, device="cpu", seconds=1.0)
     (out / "verl.json").write_text('{"trainer": "verl"}')
     (out / "notes.txt").write_text("user data")
-    write_report(out, tiny, scale="tiny", seed=1, device="cpu", seconds=1.0)
+    (out / "conform").mkdir()  # pgverify conform --out reports/conform: a subdirectory
+    (out / "conform" / "trl.json").write_text("{}")
+    timed = {n: dataclasses.replace(r, seconds=1.26) for n, r in tiny.items()}
+    write_report(out, timed, scale="tiny", seed=1, device="cpu", seconds=9.0, backend={"name": "ray", "workers": 4})
     assert (out / "verl.json").read_text() == '{"trainer": "verl"}'
     assert (out / "notes.txt").read_text() == "user data"
     prov = json.loads((out / "provenance.json").read_text())
-    assert "notes.txt" not in prov["files"] and "REPORT.md" in prov["files"] and "provenance.json" in prov["files"]
+    assert prov["experiment_seconds"] == {n: 1.3 for n in tiny}
+    assert prov["backend"] == {"name": "ray", "workers": 4}
     own = set(prov["files"])
-    assert {p.name for p in out.iterdir()} == own | {"verl.json", "notes.txt"}
-    # a report written before provenance listed its files: its own files are recognised by name
-    prov.pop("files")
-    (out / "provenance.json").write_text(json.dumps(prov))
-    write_report(out, tiny, scale="tiny", seed=2, device="cpu", seconds=1.0)
-    assert (out / "notes.txt").read_text() == "user data" and (out / "verl.json").exists()
-    assert {p.name for p in out.iterdir()} == own | {"verl.json", "notes.txt"}
+    assert {"REPORT.md", "provenance.json", "claims.json"} <= own and "notes.txt" not in own
+    assert (out / "conform" / "trl.json").read_text() == "{}"
+    assert {p.name for p in out.iterdir()} == own | {"verl.json", "notes.txt", "conform"}
+
+
+def test_a_report_written_before_the_file_list_has_its_own_files_recognised_by_name(tmp_path):
+    from sims.report import _own_files
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "provenance.json").write_text(json.dumps({"configs": {"dynamics": {}, "sgs": {}}}))
+    for name in ("REPORT.md", "claims.json", "dynamics.csv", "dynamics.png", "dynamics_final.png", "sgs.csv",
+                 "verl.json", "verl.md", "notes.txt", "sgsx.png"):
+        (old / name).write_text("x")
+    assert _own_files(old) == {"provenance.json", "REPORT.md", "claims.json", "dynamics.csv", "dynamics.png",
+                               "dynamics_final.png", "sgs.csv"}
 
 
 def test_a_dead_worker_is_reported_with_every_unfinished_experiment():

@@ -50,11 +50,16 @@ def test_bad_config_examples_and_out_exit_2(capsys, tmp_path):
     assert (tmp_path / "file").read_text() == "user data"
 
 
-def test_out_is_created_when_its_parent_exists(tmp_path, capsys):
+def test_out_is_created_when_its_parent_exists(tmp_path, capsys, monkeypatch):
+    import sims.trainers._core as core
+
+    doc = {"trainer": "openrlhf", "version": "0.11.2", "counts": dict.fromkeys(core.VERDICTS, 0), "rows": []}
+    monkeypatch.setattr(core, "run_matrix", lambda adapter, **kw: doc)  # the matrix itself is tested elsewhere
+    monkeypatch.setattr(core, "to_markdown", lambda d: "# matrix\n")
     out = tmp_path / "new"
-    assert main(["conform", "openrlhf", "--loss", "PolicyLoss", "--examples", "1", "--jobs", "1", "-q",
-                 "--out", str(out)]) == 0
+    assert main(["conform", "openrlhf", "--jobs", "1", "-q", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["openrlhf.json", "openrlhf.md"]
+    assert (out / "openrlhf.md").read_text() == "# matrix\n"
 
 
 def test_pool_workers_restore_the_default_signal_actions():
