@@ -133,6 +133,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def backend_device_error(command: str, args: argparse.Namespace) -> str | None:
+    """``_device_error`` for a run on this machine (``--backend local`` or a local Ray instance);
+    joining a Ray cluster (``--address``) only the device kind is checked here, since the workers'
+    devices count. Shared by ``pgverify report`` and ``pgverify sweep``."""
+    if args.backend == "local" or args.address is None:
+        return _device_error(command, args.device)
+    if args.device.split(":")[0] not in ("cpu", "cuda"):
+        return f"pgverify {command}: error: --device {args.device!r} is not supported; allowed: cpu, cuda, cuda:N\n"
+    return None
+
+
 def _device_error(command: str, device: str) -> str | None:
     """A usage-error message when ``device`` cannot be used, else None."""
     import torch
@@ -239,11 +250,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     scale = _scale("report", args)
     if scale is None:
         return 2
-    if args.backend == "ray" and args.address is not None:
-        error = None if args.device.split(":")[0] in ("cpu", "cuda") else \
-            f"pgverify report: error: --device {args.device!r} is not supported; allowed: cpu, cuda, cuda:N\n"
-    else:
-        error = _device_error("report", args.device)
+    error = backend_device_error("report", args)
     if error:
         sys.stderr.write(error)
         return 2

@@ -100,9 +100,10 @@ def check_report_dir(option: str, path: str | os.PathLike) -> None:
     _writable_dir(option, path, os.path.dirname(os.path.abspath(path)))
 
 
-def _defer_signals():
-    """Block SIGINT and SIGTERM for a few system calls that must not be split; a signal that
-    arrives meanwhile is delivered when the block ends."""
+def defer_signals():
+    """Block SIGINT and SIGTERM for a few system calls that must not be split (or while a pool's
+    processes start, ``sims.sweeps.executor``); a signal that arrives meanwhile is delivered when
+    the block ends."""
     if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
         return contextlib.nullcontext()
 
@@ -129,7 +130,7 @@ def atomic_dir(target: str | os.PathLike, option: str = "--out") -> Iterator[Pat
         os.chmod(tmp, 0o777 & ~umask())
         yield tmp
         check_report_dir(option, out)
-        with _defer_signals():
+        with defer_signals():
             old = None
             if os.path.lexists(out):
                 old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"

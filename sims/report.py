@@ -114,7 +114,7 @@ def run_experiments(scale: str, *, seed: int = 0, device: str = "cpu", names=Non
             if bar is not None:
                 bar.set_postfix_str(name)
             start = time.perf_counter()
-            name_, cfg, exp_seed, dev = items[name]
+            _, cfg, exp_seed, dev = items[name]
             kwargs: dict[str, Any] = {"seed": exp_seed, "device": dev}
             if name == "dynamics" and bar is not None:
                 kwargs["progress"] = lambda jobs: tqdm(jobs, desc="  training runs", leave=False, file=sys.stderr)
@@ -378,14 +378,15 @@ def _own_files(previous: Path) -> set[str]:
 FIXED_FILES = ("REPORT.md", "claims.json", "published.json", "provenance.json")
 
 
-def _carry_foreign(previous: Path, tmp: Path) -> None:
+def _carry_foreign(previous: Path, tmp: Path) -> set[str]:
     """Everything in the previous report that the report did not write itself — another
     command's output (``pgverify conform --out reports``, a subdirectory or its two files) or a
     user's file — is copied into the new report instead of being removed with the old one; only
-    the report's own files are ever replaced."""
+    the report's own files are ever replaced. Returns the names carried."""
     if not previous.is_dir():
-        return
+        return set()
     own = _own_files(previous)
+    carried = set()
     for entry in previous.iterdir():
         if entry.name in own:
             continue
@@ -393,6 +394,8 @@ def _carry_foreign(previous: Path, tmp: Path) -> None:
             shutil.copytree(entry, tmp / entry.name, symlinks=True)
         else:
             shutil.copy2(entry, tmp / entry.name, follow_symlinks=False)
+        carried.add(entry.name)
+    return carried
 
 
 def write_report(out_dir: str | os.PathLike, results: dict[str, Result], *, scale: str, seed: int, device: str,
@@ -408,7 +411,7 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, Result], *, scal
     pubs = published(results)
     prov = provenance(scale, seed, device, results, seconds, backend)
     with atomic_dir(out_dir) as tmp:
-        _carry_foreign(Path(out_dir), tmp)
+        carried = _carry_foreign(Path(out_dir), tmp)
         captions = {}
         for name, res in results.items():
             res.table.to_csv(tmp / f"{name}.csv", index=False)
@@ -416,7 +419,6 @@ def write_report(out_dir: str | os.PathLike, results: dict[str, Result], *, scal
         (tmp / "claims.json").write_text(json.dumps(jsonable(ledger_rows(ledger, robust)), indent=1, ensure_ascii=False))
         (tmp / "published.json").write_text(json.dumps(jsonable(pubs), indent=1, ensure_ascii=False))
         (tmp / "REPORT.md").write_text(render_markdown(results, ledger, pubs, prov, captions, robust))
-        carried = {e.name for e in Path(out_dir).iterdir()} - _own_files(Path(out_dir)) if Path(out_dir).is_dir() else set()
         prov["files"] = sorted({p.name for p in tmp.iterdir()} - carried | {"provenance.json"})
         (tmp / "provenance.json").write_text(json.dumps(prov, indent=1, ensure_ascii=False))  # last: the marker
         if before_swap is not None:

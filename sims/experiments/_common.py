@@ -267,10 +267,10 @@ BOUNDED_METRICS = ("pass@k", "zero_grad_frac")
 mostly equal over seeds); every other metric's band is ``mean_interval``."""
 
 
-def metric_interval(metric: str, x, level: float = LEVEL) -> Estimate:
+def metric_interval(metric: str, x, level: float = LEVEL, *, halves: bool = True) -> Estimate:
     """The band of a training-dynamics ``metric`` over seeds: ``bounded_mean_interval`` for
-    ``BOUNDED_METRICS``, else ``mean_interval``."""
-    return (bounded_mean_interval if metric in BOUNDED_METRICS else mean_interval)(x, level)
+    ``BOUNDED_METRICS``, else ``mean_interval`` (``halves`` as theirs)."""
+    return (bounded_mean_interval if metric in BOUNDED_METRICS else mean_interval)(x, level, halves=halves)
 
 
 def normal_interval(value: float, se: float, level: float = LEVEL) -> Estimate:

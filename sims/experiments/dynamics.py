@@ -273,7 +273,7 @@ def _curves(ax, table: pd.DataFrame, task: str, metric: str, names: list[str]) -
     sub = table[(table.task == task) & (table.metric == metric)].dropna(subset=["value"])
     for i, name in enumerate(names):
         g = sub[sub.algorithm == name]
-        bands = [(step, metric_interval(metric, v.to_numpy(float))) for step, v in g.groupby("step")["value"]]
+        bands = [(step, metric_interval(metric, v.to_numpy(float), halves=False)) for step, v in g.groupby("step")["value"]]
         steps = np.array([s for s, _ in bands])
         mean, low, high = (np.array([getattr(e, a) for _, e in bands]) for a in ("value", "low", "high"))
         ax.plot(steps, mean, **line_kw(i, markevery=(2 * i, max(1, len(steps) // 6))), lw=1.2, label=name)

@@ -393,7 +393,7 @@ def _band(metric: str, x: np.ndarray) -> tuple[float, float, float]:
     x = x[np.isfinite(x)]
     if x.size < 2:
         return (float(x.mean()) if x.size else float("nan"),) + (float("nan"),) * 2
-    e = metric_interval(metric, x)
+    e = metric_interval(metric, x, halves=False)
     return e.value, e.low, e.high
 
 

@@ -131,15 +131,12 @@ def command(args: argparse.Namespace) -> int:
     message = check_backend(args)
     if message:
         return _error(message)
-    from sims.cli import _device_error
+    from sims.cli import backend_device_error
 
-    if args.backend == "local" or args.address is None:
-        device_message = _device_error("sweep", args.device)
-        if device_message:
-            sys.stderr.write(device_message)
-            return 2
-    elif args.device.split(":")[0] not in ("cpu", "cuda"):  # on a cluster the workers' devices count
-        return _error(f"--device {args.device!r} is not supported; allowed: cpu, cuda, cuda:N")
+    device_message = backend_device_error("sweep", args)
+    if device_message:
+        sys.stderr.write(device_message)
+        return 2
     from sims.sweeps.cells import expand
     from sims.sweeps.spec import SpecError, parse_spec
 

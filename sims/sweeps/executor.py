@@ -103,19 +103,6 @@ def _worker_init(driver_pid: int, interval: float = 1.0) -> None:
     threading.Thread(target=_watch_driver, args=(driver_pid, interval), daemon=True).start()
 
 
-@contextlib.contextmanager
-def _sigint_blocked():
-    """SIGINT blocked in this thread while the block runs (a no-op off the main thread or POSIX)."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 class LocalExecutor(Executor):
     """In this process (one worker) or a forkserver process pool (several)."""
 
@@ -136,11 +123,13 @@ class LocalExecutor(Executor):
 
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)
-        # SIGINT blocked while the forkserver and the workers start (they inherit the mask across
-        # exec) until the forkserver's first preload, ``_forkserver_quiet``, ignores it: a Ctrl-C
-        # during its preload (torch: seconds) cannot raise there and print a traceback; here it is
-        # delivered when the mask is restored.
-        with _sigint_blocked():
+        # SIGINT and SIGTERM blocked while the forkserver and the workers start (they inherit the
+        # mask across exec) until the forkserver's first preload, ``_forkserver_quiet``, ignores
+        # SIGINT: a Ctrl-C during its preload (torch: seconds) cannot raise there and print a
+        # traceback; here a signal is delivered when the mask is restored.
+        from sims.outputs import defer_signals
+
+        with defer_signals():
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_worker_init,
                                              initargs=(os.getpid(),))
             futures = {self._pool.submit(fn, item): i for i, item in enumerate(items)}

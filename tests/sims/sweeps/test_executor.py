@@ -90,10 +90,10 @@ def test_sigint_is_blocked_while_the_pool_starts():
     they start, a Ctrl-C during the forkserver's torch preload cannot print a traceback there."""
     import signal
 
-    from sims.sweeps.executor import _sigint_blocked
+    from sims.outputs import defer_signals
 
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    with _sigint_blocked():
+    with defer_signals():
         assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
 
