@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from policies.kernels import draw_seed, sample_table
 from policies.table import TablePolicy, check_count, check_horizon
 
 
@@ -49,6 +48,11 @@ class MarkovPolicy(TablePolicy):
     def horizon(self) -> int:
         return self._horizon
 
+    @property
+    def sampling_bos(self) -> int:
+        """Token 0 is drawn from row V (BOS), token t from the row of token t - 1."""
+        return self.vocab
+
     def with_logits(self, logits: Tensor) -> "MarkovPolicy":
         return MarkovPolicy(logits, horizon=self.horizon, eos=self.eos)
 
@@ -69,6 +73,8 @@ class MarkovPolicy(TablePolicy):
             mu = torch.cat([nxt, torch.zeros_like(nxt[..., :1])], -1)
         return torch.stack(out, -2)
 
+    samples_with_table_kernel = True
+
     def sample(self, n: int, *, generator: torch.Generator,
                prompts: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(tokens [n, T], mask [n, T])``: T sequential inverse-CDF steps, one uniform per token.
@@ -77,7 +83,4 @@ class MarkovPolicy(TablePolicy):
         counter-based generator with that seed (``policies.kernels.sample_table``: a numba
         kernel on the CPU, the same tokens with torch operations elsewhere).
         """
-        check_count("n", n)
-        prompts = self._prompts(prompts, n)
-        tokens = sample_table(self.cdf_table(), prompts, n, self.horizon, draw_seed(generator), markov_bos=self.vocab)
-        return tokens, self.mask(tokens)
+        return super().sample(n, generator=generator, prompts=prompts)

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from policies.kernels import gather_rows, replica_moments, search_cdf
+from policies.kernels import draw_seed, gather_pair, gather_rows, replica_moments, sample_table, search_cdf
 
 DEFAULT_MAX_SEQUENCES = 1 << 22
 
@@ -239,9 +239,42 @@ class TablePolicy:
         """``[T, R]`` (or ``[P, T, R]``): probability that position t is drawn from row r."""
         raise NotImplementedError
 
+    samples_with_table_kernel: bool = False
+    """Whether ``sample`` is ``policies.kernels.sample_table`` (tabular, Markov), so that
+    ``sample_scored`` may gather the log-probabilities in the sampling kernel."""
+    sampling_bos: int | None = None
+    """How ``policies.kernels.sample_table`` draws this family: ``None`` positionally (token t from
+    row t), else the row of the first token of a Markov chain (token t from the row of token t-1)."""
+
     def sample(self, n: int, *, generator: torch.Generator,
-               prompts: Tensor | None = None) -> tuple[Tensor, Tensor]:  # pragma: no cover
-        raise NotImplementedError
+               prompts: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(tokens [n, T], mask [n, T])`` by inverse-CDF sampling, one uniform per token, from one
+        seed drawn from ``generator`` (``policies.kernels.sample_table``; each family's docstring
+        says which uniform each token uses)."""
+        check_count("n", n)
+        prompts = self._prompts(prompts, n)
+        tokens = sample_table(self.cdf_table(), prompts, n, self.horizon, draw_seed(generator),
+                              markov_bos=self.sampling_bos)
+        return tokens, self.mask(tokens)
+
+    def sample_scored(self, new: "TablePolicy", n: int, *, generator: torch.Generator,
+                      prompts: Tensor | None = None,
+                      out: tuple[Tensor, Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``(tokens, mask, ℓ, ℓ^old, ρ)``: the tokens and mask of ``self.sample(n, generator=...,
+        prompts=...)`` (the same ones for the same generator state) and ``score_pair(new, self,
+        tokens, prompts)`` — this policy is the old one — gathered as each token is drawn on the
+        CPU (one pass over the tokens; elsewhere, and for a family with its own sampler,
+        ``sample`` then ``score_pair``). ``out``: three ``[n, T]`` tensors that receive ℓ, ℓ^old, ρ
+        on the CPU path (``policies.kernels.sample_table``'s ``score_out``), else ignored."""
+        if self.device.type != "cpu" or not self.samples_with_table_kernel:
+            tokens, mask = self.sample(n, generator=generator, prompts=prompts)
+            return tokens, mask, *score_pair(new, self, tokens, prompts)
+        check_count("n", n)
+        prompts = self._prompts(prompts, n)
+        tables = _pair_tables(new, self)
+        tokens, *scores = sample_table(self.cdf_table(), prompts, n, self.horizon, draw_seed(generator),
+                                       markov_bos=self.sampling_bos, score=tables, score_out=out)
+        return tokens, self.mask(tokens), *scores
 
 
 def divergence_rows(p_lp: Tensor, q_lp: Tensor, kind: str) -> Tensor:
@@ -262,6 +295,32 @@ def mean_token_divergence(old: TablePolicy, new: TablePolicy, kind: str) -> floa
     d = divergence_rows(old.log_probs(), new.log_probs(), kind)  # [R] or [P, R]
     occupancy = old.row_marginals().mean(-2)  # [R] or [P, R]
     return float((occupancy * d).sum(-1).mean())
+
+
+def score_pair(new: TablePolicy, old: TablePolicy, tokens: Tensor,
+               prompts: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    r"""``(ℓ, ℓ^old, ρ)``, each ``[N, T]``, of ``tokens`` under two table policies of one family
+    and shape: ℓ = ``new.log_prob(tokens, prompts)``, ℓ^old = ``old.log_prob(...)`` (each in its
+    policy's dtype) and ρ = e^(ℓ - ℓ^old) in float64 (with the difference taken in float64).
+
+    Both policies draw token t from the same row c_t, so ρ depends only on the cell (c_t, o_t):
+    it is gathered from the ratio table e^(log π_new - log π_old) over the R·V cells (one
+    exponential per cell instead of one per token), and the three are gathered in one pass
+    (``policies.kernels.gather_pair``).
+    """
+    return gather_pair(*_pair_tables(new, old), new.contexts(tokens, prompts), tokens)
+
+
+def _pair_tables(new: TablePolicy, old: TablePolicy) -> tuple[Tensor, Tensor, Tensor]:
+    """``[C, V]`` tables of log π_new, log π_old and e^(log π_new - log π_old) (float64) over the
+    C = P·R contexts of two table policies of one family and shape (a ValueError otherwise)."""
+    if type(new) is not type(old) or new.logits.shape != old.logits.shape or new.horizon != old.horizon:
+        raise ValueError(f"two table policies of one family and shape are needed, got "
+                         f"{type(new).__name__} {tuple(new.logits.shape)} (T={new.horizon}) and "
+                         f"{type(old).__name__} {tuple(old.logits.shape)} (T={old.horizon})")
+    v = new.vocab
+    new_lp, old_lp = new.log_probs().reshape(-1, v), old.log_probs().reshape(-1, v)
+    return new_lp, old_lp, torch.exp(new_lp.to(torch.float64) - old_lp.to(torch.float64))
 
 
 def replica_score_moments(policy: TablePolicy, weights: Tensor, tokens: Tensor,

@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from policies.kernels import draw_seed, sample_table
-from policies.table import DEFAULT_MAX_SEQUENCES, TablePolicy, check_count, check_horizon
+from policies.table import DEFAULT_MAX_SEQUENCES, TablePolicy, check_horizon
 
 __all__ = ["TabularPolicy", "DEFAULT_MAX_SEQUENCES"]
 
@@ -54,6 +53,8 @@ class TabularPolicy(TablePolicy):
         eye = torch.eye(self.horizon, dtype=self.logits.dtype, device=self.logits.device)
         return eye if self.n_prompts is None else eye.expand(self.n_prompts, -1, -1)
 
+    samples_with_table_kernel = True
+
     def sample(self, n: int, *, generator: torch.Generator,
                prompts: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(tokens [n, T], mask [n, T])`` by inverse-CDF sampling with one uniform per token.
@@ -62,7 +63,4 @@ class TabularPolicy(TablePolicy):
         counter-based generator with that seed (``policies.kernels.sample_table``: a numba
         kernel on the CPU, the same tokens with torch operations elsewhere).
         """
-        check_count("n", n)
-        prompts = self._prompts(prompts, n)
-        tokens = sample_table(self.cdf_table(), prompts, n, self.horizon, draw_seed(generator))
-        return tokens, self.mask(tokens)
+        return super().sample(n, generator=generator, prompts=prompts)

@@ -4,7 +4,11 @@ A replica is one batch of G prompts x K samples drawn from the old policy; its e
 advantages (a registered estimator, per group) + a registered objective with its aggregation.
 For each chunk of replicas:
 
-1. sample all sequences at once and compute rewards and advantages;
+1. sample all sequences at once and compute rewards and advantages. With a fused kernel and two
+   table policies, the sampling kernel also gathers ℓ, ℓ^old and the token ratio ρ = e^(ℓ - ℓ^old)
+   from the policies' tables as it draws each token (``TablePolicy.sample_scored``: the same
+   tokens), so no token pays for an exponential; the engine's own per-token intermediates (ℓ,
+   ℓ^old, ρ, w) live in buffers reused from chunk to chunk (``_Buffers``);
 2. every token's unnormalised weight is the weight under ``agg="token-sum"`` (every
    aggregation is linear with a normaliser c_i that is constant within a sequence —
    ``theory.aggregation`` derives it — so the weight under ``agg`` is c_i times the token-sum
@@ -49,6 +53,7 @@ import torch
 from scipy import optimize, special, stats
 from torch import Tensor
 
+from policies.table import TablePolicy
 from policies.tasks import RewardFn, call_reward
 from sims._checks import check_policy_pair, require
 from sims.engines.kernels import token_stats
@@ -294,6 +299,7 @@ def mc_gradient(new_policy, old_policy, reward_fn: RewardFn, objective: str | Ob
     means = torch.zeros(mc.n_batches, dim, dtype=torch.float64)
     total_sq = torch.zeros(dim, dtype=torch.float64)
     scalars = {key: np.zeros(mc.n_batches) for key in ("var_trace", "zero", "ess", "sq_err")}
+    buffers = _Buffers()
     for j in range(mc.n_batches):
         s1 = torch.zeros(dim, dtype=torch.float64)
         s2 = torch.zeros(dim, dtype=torch.float64)
@@ -302,7 +308,7 @@ def mc_gradient(new_policy, old_policy, reward_fn: RewardFn, objective: str | Ob
             n_rep = min(mc.chunk, per_batch - done)
             c1, c2, zero, ess = _chunk(new_policy, old_policy, reward_fn, spec, token_sum, est,
                                        advantage_config, config.agg, n_rep, g, k, max_len, gen,
-                                       fused=fused)
+                                       fused=fused, buffers=buffers)
             s1 += c1
             s2 += c2
             scalars["zero"][j] += zero
@@ -375,28 +381,65 @@ def _check_task(new_policy, old_policy, objective, advantage: str, n_groups: int
     return spec, est
 
 
+class _Buffers:
+    """The chunk step's reusable CPU buffers, by name: the engine's own per-token intermediates
+    (ℓ, ℓ^old, ρ, w), never the tokens or the mask a reward function sees. A fresh ``[N, T]``
+    tensor per chunk costs a page fault per 4 KiB once glibc has returned the last chunk's memory
+    (about 1,400 faults per chunk of 256k tokens, as much time as sampling them)."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        held = self._held.get(name)
+        if held is None or held.shape != shape or held.dtype != dtype:
+            held = self._held[name] = torch.empty(shape, dtype=dtype)
+        return held
+
+
+def _table_pair(new_policy, old_policy) -> bool:
+    """Two table policies of one family: the old one's ``sample_scored`` gathers ℓ, ℓ^old and the
+    token ratios ρ from their tables as it samples (``policies.table.TablePolicy.sample_scored``),
+    which the fused kernels read instead of computing e^d per token."""
+    return isinstance(old_policy, TablePolicy) and type(new_policy) is type(old_policy)
+
+
 def _chunk(new_policy, old_policy, reward_fn, spec, token_sum, est, advantage_config, agg,
            n_rep, g, k, max_len, gen, lap: Callable[[str], None] = lambda stage: None, *,
-           fused: FusedObjective | None = None):
+           fused: FusedObjective | None = None, buffers: _Buffers | None = None):
     """(Σ_r g_r, Σ_r g_r², summed zero-weight fraction, summed ESS fraction) of one chunk.
     ``lap(stage)`` is called as each of ``STAGES`` ends (``profile_chunk`` times them). The
     weights come from ``fused`` (a ``sims.engines.weights`` kernel) or, when it is ``None``, from
-    autograd of ``spec.loss_fn`` with the token-sum config ``token_sum``."""
+    autograd of ``spec.loss_fn`` with the token-sum config ``token_sum``. ``buffers`` (one per
+    run) holds the CPU intermediates from one chunk to the next."""
+    buffers = _Buffers() if buffers is None else buffers
     b = g * k
     dtype = new_policy.dtype  # compute in the policy's dtype, accumulate in float64
     dev = new_policy.device
     prompts = None
     if old_policy.n_prompts is not None:
         prompts = torch.arange(g, device=dev).repeat_interleave(k).repeat(n_rep)  # (R·B,)
-    tokens, mask = old_policy.sample(n_rep * b, generator=gen, prompts=prompts)  # (R·B, T)
+    scored = fused is not None and _table_pair(new_policy, old_policy)
+    cpu = dev.type == "cpu"
+    n, horizon = n_rep * b, old_policy.horizon
+    if scored:  # ℓ, ℓ^old and ρ gathered as the tokens are drawn (the same tokens)
+        out = None
+        if cpu:
+            out = tuple(buffers.get(name, (n, horizon), x) for name, x in (
+                ("logp", new_policy.dtype), ("old_logp", old_policy.dtype), ("rho", torch.float64)))
+        tokens, mask, logp, old_logp, rho = old_policy.sample_scored(new_policy, n, generator=gen,
+                                                                      prompts=prompts, out=out)
+    else:
+        tokens, mask = old_policy.sample(n_rep * b, generator=gen, prompts=prompts)  # (R·B, T)
     lap(STAGES[0])
     rewards = call_reward(reward_fn, tokens, mask, prompts).to(dtype).reshape(n_rep * g, k)
     mask = mask.to(dtype)
     adv = est.fn(rewards, config=advantage_config).reshape(-1, 1).expand(mask.shape)  # (R·B, T)
     lap(STAGES[1])
-    with torch.no_grad():
-        logp = new_policy.log_prob(tokens, prompts)
-        old_logp = old_policy.log_prob(tokens, prompts).to(dtype)
+    if not scored:
+        with torch.no_grad():
+            logp, old_logp, rho = new_policy.log_prob(tokens, prompts), old_policy.log_prob(tokens, prompts), None
+    old_logp = old_logp.to(dtype)
     lap(STAGES[2])
     scale = _normaliser(agg, mask, n_rep, g, k, max_len)
     if fused is None:
@@ -405,7 +448,9 @@ def _chunk(new_policy, old_policy, reward_fn, spec, token_sum, est, advantage_co
         (grad,) = torch.autograd.grad(loss, logp)
         w, n_zero, n_valid, log_r = token_stats(grad, scale, mask, logp, old_logp)  # w: (R·B, T)
     else:
-        w, n_zero, n_valid, log_r = fused_token_stats(fused, token_sum, logp, old_logp, adv, mask, scale)
+        w_out = buffers.get("w", (n, horizon), logp.dtype) if cpu else None
+        w, n_zero, n_valid, log_r = fused_token_stats(fused, token_sum, logp, old_logp, adv, mask, scale, rho,
+                                                      out=w_out)
     lap(STAGES[3])
     s1, s2 = new_policy.replica_score_moments(w, tokens, prompts, n_rep)
     lap(STAGES[4])
@@ -445,9 +490,10 @@ def profile_chunk(new_policy, old_policy, reward_fn: RewardFn, objective: str | 
 
     args = (new_policy, old_policy, reward_fn, spec, token_sum, est, advantage_config, config.agg,
             n_rep, n_groups, group_size, new_policy.horizon, gen)
-    _chunk(*args, fused=fused)  # warm-up (kernel compilation, allocator)
+    buffers = _Buffers()
+    _chunk(*args, fused=fused, buffers=buffers)  # warm-up (kernel compilation, allocator)
     for _ in range(repeats):
         clock[0] = time.perf_counter()
-        _chunk(*args, lap=lap, fused=fused)
+        _chunk(*args, lap=lap, fused=fused, buffers=buffers)
     tokens = n_rep * n_groups * group_size * new_policy.horizon
     return {stage: float(np.median(laps[stage])) / tokens * 1e6 for stage in STAGES}

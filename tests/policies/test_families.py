@@ -177,3 +177,56 @@ def test_family_specific_bad_input():
         GRUPolicy({k: v for k, v in params.items() if k != "h0"}, horizon=2)
     with pytest.raises(ValueError, match=r"params\['b_out'\] must be a finite"):
         GRUPolicy({**params, "b_out": torch.full((3,), float("nan"), dtype=torch.float64)}, horizon=2)
+
+
+TABLE_FAMILIES = ["tabular", "markov", "class_markov"]
+
+
+def _table_pair(family, dtype=torch.float64, n_prompts=None):
+    from policies.class_markov import ClassMarkovPolicy
+    g = torch.Generator().manual_seed(5)
+    if family == "class_markov":
+        old = ClassMarkovPolicy(torch.randn(3, 6, generator=g, dtype=torch.float64), horizon=4, eos=2)
+    elif family == "tabular":
+        old = TabularPolicy.random(4, 6, generator=g, eos=2, n_prompts=n_prompts, dtype=dtype)
+    else:
+        old = MarkovPolicy.random(4, 6, generator=g, eos=2, n_prompts=n_prompts, dtype=dtype)
+    return old, perturb(old, kl=0.05, generator=g)
+
+
+@pytest.mark.parametrize("family", TABLE_FAMILIES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_score_pair_is_both_log_probs_and_their_ratio(family, dtype):
+    from policies.table import score_pair
+    old, new = _table_pair(family, dtype if family != "class_markov" else torch.float64)
+    tokens, _ = old.sample(500, generator=torch.Generator().manual_seed(1))
+    lp, lo, rho = score_pair(new, old, tokens)
+    assert torch.equal(lp, new.log_prob(tokens)) and torch.equal(lo, old.log_prob(tokens))
+    assert rho.dtype == torch.float64
+    torch.testing.assert_close(rho, torch.exp(lp.double() - lo.double()), rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("family, n_prompts", [("tabular", None), ("tabular", 2), ("markov", None),
+                                               ("markov", 2), ("class_markov", None)])  # its own sampler
+def test_sample_scored_draws_the_same_tokens_as_sample(family, n_prompts):
+    from policies.table import score_pair
+    old, new = _table_pair(family, n_prompts=n_prompts)
+    prompts = None if n_prompts is None else torch.arange(300) % n_prompts
+    a, b = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    tokens, mask, lp, lo, rho = old.sample_scored(new, 300, generator=a, prompts=prompts)
+    ref_tokens, ref_mask = old.sample(300, generator=b, prompts=prompts)
+    assert torch.equal(tokens, ref_tokens) and torch.equal(mask, ref_mask)
+    assert torch.equal(a.get_state(), b.get_state())  # the generator advanced alike
+    for x, y in zip((lp, lo, rho), score_pair(new, old, tokens, prompts)):
+        assert torch.equal(x, y)
+
+
+def test_score_pair_refuses_policies_of_different_families_or_shapes():
+    from policies.table import score_pair
+    old, _ = _table_pair("tabular")
+    markov, _ = _table_pair("markov")
+    tokens, _ = old.sample(3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="two table policies of one family and shape are needed"):
+        score_pair(markov, old, tokens)
+    with pytest.raises(ValueError, match="two table policies of one family and shape are needed"):
+        old.sample_scored(TabularPolicy(torch.zeros(5, 6)), 3, generator=torch.Generator())

@@ -104,6 +104,59 @@ def test_gather_kernel_equals_take(family, n_prompts):
     assert torch.equal(K.gather_rows(table, ctx, tokens), K.gather_rows_torch(table, ctx, tokens))
 
 
+@pytest.mark.parametrize("family", ["tabular", "markov"])
+@pytest.mark.parametrize("n_prompts", [None, 2])
+def test_gather_pair_kernel_equals_three_takes(family, n_prompts):
+    policy = _policy(family, 7, torch.float32, n_prompts)
+    prompts = None if n_prompts is None else torch.arange(40) % n_prompts
+    tokens, _ = policy.sample(40, generator=torch.Generator().manual_seed(1), prompts=prompts)
+    ctx = policy.contexts(tokens, prompts)  # expanded (stride 0) for the unprompted tabular family
+    tables = (policy.log_probs().reshape(-1, 7), torch.randn(ctx.max() + 1, 7),
+              torch.rand(ctx.max() + 1, 7, dtype=torch.float64))
+    fast = K.gather_pair(*tables, ctx, tokens)
+    for a, b in zip(fast, K.gather_pair_torch(*tables, ctx, tokens)):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    for a, b in zip(fast, K.gather_pair(*tables, ctx.contiguous(), tokens)):  # dense ctx: the same
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("family", ["tabular", "markov"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n_prompts", [None, 3])
+def test_scored_sampling_gives_the_same_tokens_and_the_gathered_tables(family, dtype, n_prompts):
+    policy = _policy(family, 9, dtype, n_prompts)
+    n, seed = 300, 77
+    prompts = None if n_prompts is None else torch.arange(n) % n_prompts
+    bos = None if family == "tabular" else 9
+    cdf = policy.cdf_table()
+    rows = policy.logits.numel() // 9
+    tables = (policy.log_probs().reshape(-1, 9), torch.randn(rows, 9, dtype=dtype),
+              torch.rand(rows, 9, dtype=torch.float64))
+    tokens, *gathered = K.sample_table(cdf, prompts, n, policy.horizon, seed, markov_bos=bos, score=tables)
+    assert torch.equal(tokens, K.sample_table(cdf, prompts, n, policy.horizon, seed, markov_bos=bos))
+    ctx = policy.contexts(tokens, prompts)
+    for a, b in zip(gathered, K.gather_pair_torch(*tables, ctx, tokens)):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+
+
+def test_scored_sampling_refuses_tables_of_another_shape():
+    policy = _policy("tabular", 5, torch.float64, None)
+    bad = (torch.zeros(3, 5), torch.zeros(3, 5), torch.zeros(3, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"score tables have shape \(3, 5\); allowed: \[P·R, V\] = \[6, 5\]"):
+        K.sample_table(policy.cdf_table(), None, 4, 6, 0, score=bad)
+
+
+def test_scored_sampling_output_buffers_are_validated():
+    policy = _policy("tabular", 5, torch.float64, None)
+    tables = (policy.log_probs().reshape(-1, 5),) * 2 + (torch.zeros(6, 5, dtype=torch.float64),)
+    bad = (torch.empty(4, 6, dtype=torch.float64), torch.empty(4, 6, dtype=torch.float32), torch.empty(4, 6, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"score_out has a torch.float32 tensor of shape \(4, 6\)"):
+        K.sample_table(policy.cdf_table(), None, 4, 6, 0, score=tables, score_out=bad)
+    good = tuple(torch.empty(4, 6, dtype=torch.float64) for _ in range(3))
+    tokens, *gathered = K.sample_table(policy.cdf_table(), None, 4, 6, 0, score=tables, score_out=good)
+    assert all(x is y for x, y in zip(gathered, good))
+
+
 def test_gather_stays_differentiable_in_the_table():
     table = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     tokens = torch.tensor([[0, 3, 1]])
@@ -130,11 +183,12 @@ def test_tokens_outside_the_vocabulary_are_refused(tokens, message):
 
 @pytest.mark.parametrize("family", ["tabular", "markov"])
 @pytest.mark.parametrize("weight_dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("n_rep", [1, 8, 60])
-def test_moments_kernel_equals_the_torch_reference(family, weight_dtype, n_rep):
-    policy = _policy(family, 5, torch.float64, 2)
+@pytest.mark.parametrize("n_rep", [1, 8, 60, 120])  # 120: one sequence per replica, fewer tokens than rows
+@pytest.mark.parametrize("n_prompts", [None, 2])  # None: the tabular contexts are one expanded row
+def test_moments_kernel_equals_the_torch_reference(family, weight_dtype, n_rep, n_prompts):
+    policy = _policy(family, 5, torch.float64, n_prompts)
     n = 120
-    prompts = torch.arange(n) % 2
+    prompts = None if n_prompts is None else torch.arange(n) % 2
     tokens, _ = policy.sample(n, generator=torch.Generator().manual_seed(2), prompts=prompts)
     weights = torch.randn(n, policy.horizon, generator=torch.Generator().manual_seed(4), dtype=weight_dtype)
     weights[:, -2:] = 0.0  # padding-like zeros

@@ -1,7 +1,8 @@
 """sims.engines.weights: the fused gradient-weight kernels against the registered torch objectives.
 
 The reference is autograd of the registered objective with its own aggregation (``w = -∂loss/∂logp``),
-in float64. Both implementations (the numba kernel and the torch path) must equal it to 1e-12
+in float64. Every implementation (the numba kernel computing ρ = e^d, the numba kernel reading ρ
+as the engine's table path gives it, and the torch path) must equal it to 1e-12
 relative to the batch's largest weight, with exactly the same zero pattern, on:
 
 * a Hypothesis battery per fused objective (``BATTERY_EXAMPLES`` examples): random batches
@@ -45,7 +46,16 @@ from tests.theory.test_battery import configs
 
 REL_TOL = 1e-12
 BATTERY_EXAMPLES = 50  # per objective (both implementations each); the zero regions are covered below
-IMPLEMENTATIONS = {"numba": fused_token_stats_cpu, "torch": fused_token_stats_torch}
+
+
+def _numba_with_ratios(entry, cfg, logp, old_logp, adv, mask, scale):
+    """The numba kernels reading ρ = e^(ℓ - ℓ^old) as given (the engine's table-policy path)."""
+    rho = torch.exp(logp.double() - old_logp.double())
+    return fused_token_stats_cpu(entry, cfg, logp, old_logp, adv, mask, scale, rho)
+
+
+IMPLEMENTATIONS = {"numba": fused_token_stats_cpu, "numba, ρ given": _numba_with_ratios,
+                   "torch": fused_token_stats_torch}
 
 
 def _autograd_weight(spec, cfg, logp, old_logp, adv, mask):
@@ -275,6 +285,30 @@ def test_engine_fused_and_autograd_paths_agree_float64(name, config):
         a, b = getattr(fused, key), getattr(ref, key)
         assert a.estimate == pytest.approx(b.estimate, rel=1e-10, abs=1e-12), key
     assert fused.zero_weight_frac == ref.zero_weight_frac  # exact zeros in the same places
+
+
+@pytest.mark.parametrize("name, config", [("cispo", O.CispoConfig.verl(0.2, 0.2)), ("sapo", O.SapoConfig())])
+def test_engine_fused_path_on_a_prompted_markov_policy_agrees_with_autograd(name, config):
+    # the fused table path gathers ℓ, ℓ^old and ρ while sampling, from the Markov rows of each prompt
+    from policies.markov import MarkovPolicy
+    g = torch.Generator().manual_seed(3)
+    old = MarkovPolicy.random(4, 3, generator=g, eos=2, n_prompts=2)
+    new = perturb(old, kl=0.1, generator=g)
+    mc = MCConfig(n_replicas=40, n_groups=2, group_size=3, chunk=5, n_batches=4, seed=4)
+    reward = lambda tokens, mask, prompts: (tokens[:, 0] == prompts).to(torch.float64)
+    fused = mc_gradient(new, old, reward, name, config, "grpo", StdConfig(), mc)
+    ref = mc_gradient(new, old, reward, name, config, "grpo", StdConfig(), dataclasses.replace(mc, weights="autograd"))
+    assert fused.weight_path == "fused"
+    torch.testing.assert_close(fused.mean, ref.mean, rtol=1e-12, atol=1e-12 * float(ref.mean.abs().max()))
+    assert fused.ess_frac.estimate == pytest.approx(ref.ess_frac.estimate, rel=1e-12)
+
+
+def test_chunk_buffers_are_validated():
+    b = make_batch(0, 1, 3, 4, per_token_adv=False)  # float64
+    scale = torch.ones(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"out is a torch.float32 tensor of shape \(3, 4\); allowed: a contiguous CPU \[3, 4\]"):
+        fused_token_stats_cpu(FUSED["cispo"], O.CispoConfig(), b.logp, b.old_logp, b.adv, b.mask, scale,
+                              out=torch.empty(3, 4, dtype=torch.float32))
 
 
 def test_engine_float32_paths_agree_to_float32_rounding():
