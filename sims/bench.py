@@ -55,10 +55,12 @@ from sims.advantages import StdConfig, grpo_advantages
 from sims.engines.exact import exact_estimator_mean
 from sims.engines.montecarlo import MCConfig, _normaliser, mc_gradient, profile_chunk
 from sims.engines.weights import FUSED
+from sims.malloc import describe as describe_malloc
 from sims.registry import OBJECTIVES
 
 T, V, K = 64, 32, 8
-CHUNK = 500  # replicas per chunk: 256k tokens, so the per-chunk tensors stay in cache
+CHUNK = 1000  # replicas per chunk (512k tokens), MCConfig's default: with freed memory kept mapped
+# (sims.malloc) 1,000 and 2,000 are within noise of each other, 200 is 2x slower (per-chunk overhead)
 ENGINE_RUNS = 3
 GRU_CHUNK = 100  # replicas per chunk on the GRU: 800 sequences per vmap call (5 were overhead-bound)
 CONFIG = O.CispoConfig.verl(0.2, 0.2, agg="token-mean")
@@ -272,6 +274,7 @@ def run_bench(device: str = "cpu", *, quick: bool = False) -> dict[str, Any]:
     return {
         "device": name,
         "torch_threads": torch.get_num_threads(),
+        "malloc": describe_malloc(),
         "T": T,
         "V": V,
         "engine_seq_per_s": engine,

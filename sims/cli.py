@@ -571,9 +571,13 @@ def entry() -> int:
     """The ``pgverify`` console script (and ``python -m sims``): ``main``; after a stop by SIGINT or
     SIGTERM (exit code 130 or 143) both signals are ignored for the rest of the process, so a second
     one — a repeated Ctrl-C, or ``timeout``, which signals the command and then its process group —
-    cannot interrupt the interpreter's exit and print a traceback there."""
+    cannot interrupt the interpreter's exit and print a traceback there. It first raises glibc's
+    mmap and trim thresholds for this process and its workers (``sims.malloc``)."""
     import signal
 
+    from sims.malloc import retain_freed_memory
+
+    retain_freed_memory()  # pgverify's own process: chunk-sized blocks reused, not re-faulted
     code = main()
     if code in (130, 143):
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -33,6 +33,7 @@ from sims.claims import ledger as decide_ledger
 from sims.experiments import EXPERIMENTS, config_for
 from sims.experiments._common import LEVEL, Estimate, Result
 from sims.experiments._plotting import write
+from sims.malloc import describe as describe_malloc
 
 if TYPE_CHECKING:
     from sims.sweeps.executor import Executor, TaskError
@@ -188,7 +189,7 @@ def provenance(scale: str, seed: int, device: str, results: dict[str, Result], s
         "scale": scale, "seed": seed, "device": dev,
         "experiment_seeds": {name: experiment_seed(seed, name) for name in results},
         "python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "malloc": describe_malloc(),
         "versions": {"torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
                      "sympy": sympy.__version__, "pandas": pandas.__version__, "matplotlib": matplotlib.__version__},
         "confidence_level": LEVEL,
