@@ -114,15 +114,17 @@ def _search(cdf_row, u):
 # The uniforms of a sequence are drawn into a scratch row first and searched in a second loop:
 # interleaved, the generator's integer chain and the search's compares do not overlap (5.9 against
 # 3.3 ms per million tokens at V = 32 on the 2-core CPU, the same tokens). With ``new`` non-empty
-# the kernels also gather the three flattened ``[P·R·V]`` tables ``new``, ``old``, ``ratio`` at each
-# drawn token's cell into ``lp``, ``lo``, ``rho`` (``sample_table(score=...)``).
+# the kernels also gather the flattened ``[P·R·V]`` tables ``new``, ``old`` and the ``[k, P·R·V]``
+# float64 cell values ``ratio`` at each drawn token's cell into ``lp``, ``lo`` and ``rho [k, n, T]``
+# (``sample_table(score=...)``).
 
 @njit(inline="always")
 def _gather_cell(i, t, row, v, vocab, new, old, ratio, lp, lo, rho):
     cell = row * vocab + v
     lp[i, t] = new[cell]
     lo[i, t] = old[cell]
-    rho[i, t] = ratio[cell]
+    for j in range(ratio.shape[0]):
+        rho[j, i, t] = ratio[j, cell]
 
 
 @njit(parallel=True, cache=True)
@@ -177,7 +179,7 @@ def _gather_rows(table, ctx, tokens, out):
 def _gather_pair(new, old, ratio, ctx, tokens, lp, lo, rho):
     n, horizon = tokens.shape
     vocab = new.shape[1]
-    new, old, ratio = new.ravel(), old.ravel(), ratio.ravel()
+    new, old = new.ravel(), old.ravel()
     step = 1 if ctx.shape[0] > 1 else 0  # ctx [N, T], or [1, T] shared by every row
     for i in prange(n):
         ci = i * step
@@ -185,7 +187,8 @@ def _gather_pair(new, old, ratio, ctx, tokens, lp, lo, rho):
             cell = ctx[ci, t] * vocab + tokens[i, t]
             lp[i, t] = new[cell]
             lo[i, t] = old[cell]
-            rho[i, t] = ratio[cell]
+            for j in range(ratio.shape[0]):
+                rho[j, i, t] = ratio[j, cell]
 
 
 @njit(parallel=True, cache=True)
@@ -281,12 +284,13 @@ def sample_table(cdf: Tensor, prompts: Tensor | None, n: int, horizon: int, seed
     token t - 1 (row ``markov_bos`` for t = 0) and uniform k = t·n + i. The numba kernel on the
     CPU, ``sample_table_torch`` elsewhere: the same tokens for the same ``cdf`` and seed.
 
-    ``score = (new, old, ratio)``, three ``[P·R, V]`` tables (CPU only), returns ``(tokens, lp, lo,
-    rho)`` with each table gathered at every drawn token's (row, token) cell in the same pass:
+    ``score = (new, old, ratio)``, two ``[P·R, V]`` tables and float64 cell values ``[P·R, V]`` or
+    ``[k, P·R, V]`` (CPU only), returns ``(tokens, lp, lo, rho)`` with each gathered at every drawn
+    token's (row, token) cell in the same pass (``rho`` ``[n, T]`` or ``[k, n, T]``, as ``ratio``):
     ``gather_pair(new, old, ratio, contexts, tokens)`` without a second pass over the tokens;
-    ``score_out``, three contiguous ``[n, T]`` CPU tensors of the tables' dtypes, receives them (a
-    caller streaming chunks reuses its buffers: fresh ones cost a page fault per 4 KiB, about as
-    much as the sampling itself).
+    ``score_out``, three contiguous CPU tensors of those shapes and the tables' dtypes, receives
+    them (a caller streaming chunks reuses its buffers: fresh ones cost a page fault per 4 KiB,
+    about as much as the sampling itself).
     """
     if score is not None:
         if cdf.device.type != "cpu":
@@ -305,20 +309,29 @@ def sample_table_cpu(cdf, prompts, n, horizon, seed, *, markov_bos=None, score=N
     bits = BITS[cdf.dtype]
     stream = (np.uint64(seed), 2.0 ** -bits, np.uint64(64 - bits))  # seed, scale, shift of _uniform
     if score is None:  # empty tables and outputs: the kernel gathers nothing
-        tables = (torch.empty(0, dtype=cdf.dtype), torch.empty(0, dtype=cdf.dtype), torch.empty(0, dtype=torch.float64))
-        gathered = tuple(torch.empty(0, 0, dtype=x.dtype) for x in tables)
+        tables = (torch.empty(0, dtype=cdf.dtype), torch.empty(0, dtype=cdf.dtype), torch.empty(0, 0, dtype=torch.float64))
+        gathered = (torch.empty(0, 0, dtype=cdf.dtype), torch.empty(0, 0, dtype=cdf.dtype),
+                    torch.empty(0, 0, 0, dtype=torch.float64))
+        kernel_out = gathered
     else:
-        if tuple(score[0].shape) != (cdf.shape[0] * cdf.shape[1], cdf.shape[2]):
-            raise ValueError(f"score tables have shape {tuple(score[0].shape)}; allowed: "
-                             f"[P·R, V] = {[cdf.shape[0] * cdf.shape[1], cdf.shape[2]]}")
-        tables = tuple(x.detach().contiguous().reshape(-1) for x in score)
-        gathered = tuple(torch.empty(n, horizon, dtype=x.dtype) for x in tables) if score_out is None else score_out
-        for x, table in zip(gathered, tables):
-            if x.shape != (n, horizon) or x.dtype != table.dtype or not x.is_contiguous() or x.device.type != "cpu":
+        cells = (cdf.shape[0] * cdf.shape[1], cdf.shape[2])
+        if tuple(score[0].shape) != cells or tuple(score[2].shape[-2:]) != cells or score[2].dim() not in (2, 3):
+            raise ValueError(f"score tables have shapes {[tuple(x.shape) for x in score]}; allowed: "
+                             f"[P·R, V] = {list(cells)}, and [P·R, V] or [k, P·R, V] cell values")
+        lead = tuple(score[2].shape[:-2])
+        tables = (*(x.detach().contiguous().reshape(-1) for x in score[:2]),
+                  score[2].detach().to(torch.float64).contiguous().reshape(-1, cells[0] * cells[1]))
+        shapes = ((n, horizon), (n, horizon), (*lead, n, horizon))
+        dtypes = (score[0].dtype, score[1].dtype, torch.float64)
+        gathered = (tuple(torch.empty(shp, dtype=dt) for shp, dt in zip(shapes, dtypes)) if score_out is None
+                    else score_out)
+        for x, shp, dt in zip(gathered, shapes, dtypes):
+            if x.shape != shp or x.dtype != dt or not x.is_contiguous() or x.device.type != "cpu":
                 raise ValueError(f"score_out has a {x.dtype} tensor of shape {tuple(x.shape)}; allowed: "
-                                 f"contiguous CPU [{n}, {horizon}] tensors of the tables' dtypes")
+                                 f"contiguous CPU tensors of shapes {[list(s) for s in shapes]}, the tables' dtypes")
+        kernel_out = (*gathered[:2], gathered[2].reshape(-1, n, horizon))
     cdf = _np(_padded(cdf))
-    arrays = (*(_np(x) for x in tables), *(x.numpy() for x in gathered))
+    arrays = (*(_np(x) for x in tables), *(x.numpy() for x in kernel_out))
     if markov_bos is None:
         _sample_positions(cdf, idx, *stream, out.numpy(), *arrays)
     else:
@@ -378,21 +391,30 @@ def gather_rows_torch(table: Tensor, ctx: Tensor, tokens: Tensor) -> Tensor:
 
 def gather_pair(new: Tensor, old: Tensor, ratio: Tensor, ctx: Tensor,
                 tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``(new[ctx, tokens], old[ctx, tokens], ratio[ctx, tokens])`` for three ``[C, V]`` tables and
-    ``ctx, tokens [N, T]`` (either may be an expanded view), in one pass: ``gather_rows`` of each.
-    Tokens are checked to lie in [0, V)."""
+    """``(new[ctx, tokens], old[ctx, tokens], ratio[..., ctx, tokens])`` for two ``[C, V]`` tables,
+    float64 cell values ``ratio [C, V]`` or ``[k, C, V]`` (gathered as ``[N, T]`` or ``[k, N, T]``)
+    and ``ctx, tokens [N, T]`` (either may be an expanded view), in one pass: ``gather_rows`` of
+    each. Tokens are checked to lie in [0, V)."""
     check_tokens(tokens, new.shape[-1])
     if new.device.type != "cpu":
         return gather_pair_torch(new, old, ratio, ctx, tokens)
-    out = tuple(torch.empty(tokens.shape, dtype=x.dtype) for x in (new, old, ratio))
-    tables = (x.contiguous() for x in (new, old, ratio))
-    _gather_pair(*(_np(x) for x in (*tables, _shared_rows(ctx), tokens)), *(x.numpy() for x in out))
+    values = ratio.to(torch.float64).contiguous()
+    lead = tuple(values.shape[:-2])
+    out = (torch.empty(tokens.shape, dtype=new.dtype), torch.empty(tokens.shape, dtype=old.dtype),
+           torch.empty(*lead, *tokens.shape, dtype=torch.float64))
+    _gather_pair(_np(new.contiguous()), _np(old.contiguous()), _np(values.reshape(-1, new.numel())),
+                 _np(_shared_rows(ctx)), _np(tokens), out[0].numpy(), out[1].numpy(),
+                 out[2].reshape(-1, *tokens.shape).numpy())
     return out
 
 
 def gather_pair_torch(new, old, ratio, ctx, tokens) -> tuple[Tensor, Tensor, Tensor]:
     """``gather_pair`` with torch operations (the reference of the kernel)."""
-    return tuple(gather_rows_torch(x, ctx, tokens) for x in (new, old, ratio))
+    values = ratio.to(torch.float64)
+    if values.dim() == 2:
+        return gather_rows_torch(new, ctx, tokens), gather_rows_torch(old, ctx, tokens), gather_rows_torch(values, ctx, tokens)
+    return (gather_rows_torch(new, ctx, tokens), gather_rows_torch(old, ctx, tokens),
+            torch.stack([gather_rows_torch(v, ctx, tokens) for v in values]))
 
 
 def replica_moments(weights: Tensor, ctx: Tensor, tokens: Tensor, n_rep: int,

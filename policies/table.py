@@ -19,7 +19,7 @@ mask marks that valid prefix.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -258,20 +258,20 @@ class TablePolicy:
         return tokens, self.mask(tokens)
 
     def sample_scored(self, new: "TablePolicy", n: int, *, generator: torch.Generator,
-                      prompts: Tensor | None = None,
+                      prompts: Tensor | None = None, cell_values: CellValues | None = None,
                       out: tuple[Tensor, Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """``(tokens, mask, ℓ, ℓ^old, ρ)``: the tokens and mask of ``self.sample(n, generator=...,
         prompts=...)`` (the same ones for the same generator state) and ``score_pair(new, self,
-        tokens, prompts)`` — this policy is the old one — gathered as each token is drawn on the
-        CPU (one pass over the tokens; elsewhere, and for a family with its own sampler,
-        ``sample`` then ``score_pair``). ``out``: three ``[n, T]`` tensors that receive ℓ, ℓ^old, ρ
-        on the CPU path (``policies.kernels.sample_table``'s ``score_out``), else ignored."""
+        tokens, prompts, cell_values)`` — this policy is the old one — gathered as each token is
+        drawn on the CPU (one pass over the tokens; elsewhere, and for a family with its own
+        sampler, ``sample`` then ``score_pair``). ``out``: three tensors that receive ℓ, ℓ^old, ρ on
+        the CPU path (``policies.kernels.sample_table``'s ``score_out``), else ignored."""
         if self.device.type != "cpu" or not self.samples_with_table_kernel:
             tokens, mask = self.sample(n, generator=generator, prompts=prompts)
-            return tokens, mask, *score_pair(new, self, tokens, prompts)
+            return tokens, mask, *score_pair(new, self, tokens, prompts, cell_values)
         check_count("n", n)
         prompts = self._prompts(prompts, n)
-        tables = _pair_tables(new, self)
+        tables = _pair_tables(new, self, cell_values)
         tokens, *scores = sample_table(self.cdf_table(), prompts, n, self.horizon, draw_seed(generator),
                                        markov_bos=self.sampling_bos, score=tables, score_out=out)
         return tokens, self.mask(tokens), *scores
@@ -297,30 +297,44 @@ def mean_token_divergence(old: TablePolicy, new: TablePolicy, kind: str) -> floa
     return float((occupancy * d).sum(-1).mean())
 
 
-def score_pair(new: TablePolicy, old: TablePolicy, tokens: Tensor,
-               prompts: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def score_pair(new: TablePolicy, old: TablePolicy, tokens: Tensor, prompts: Tensor | None = None,
+               cell_values: CellValues | None = None) -> tuple[Tensor, Tensor, Tensor]:
     r"""``(ℓ, ℓ^old, ρ)``, each ``[N, T]``, of ``tokens`` under two table policies of one family
     and shape: ℓ = ``new.log_prob(tokens, prompts)``, ℓ^old = ``old.log_prob(...)`` (each in its
     policy's dtype) and ρ = e^(ℓ - ℓ^old) in float64 (with the difference taken in float64).
+    With ``cell_values`` — ``fn(ℓ, ℓ^old)`` elementwise in float64, giving one or more values per
+    token (``[..]`` or ``[k, ..]``) — the third is ``[1 + k, N, T]``: ρ, then those values, gathered
+    from the same cells.
 
     Both policies draw token t from the same row c_t, so ρ depends only on the cell (c_t, o_t):
     it is gathered from the ratio table e^(log π_new - log π_old) over the R·V cells (one
     exponential per cell instead of one per token), and the three are gathered in one pass
     (``policies.kernels.gather_pair``).
     """
-    return gather_pair(*_pair_tables(new, old), new.contexts(tokens, prompts), tokens)
+    return gather_pair(*_pair_tables(new, old, cell_values), new.contexts(tokens, prompts), tokens)
 
 
-def _pair_tables(new: TablePolicy, old: TablePolicy) -> tuple[Tensor, Tensor, Tensor]:
+CellValues = Callable[[Tensor, Tensor], Tensor]
+
+
+def _pair_tables(new: TablePolicy, old: TablePolicy,
+                 cell_values: CellValues | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """``[C, V]`` tables of log π_new, log π_old and e^(log π_new - log π_old) (float64) over the
-    C = P·R contexts of two table policies of one family and shape (a ValueError otherwise)."""
+    C = P·R contexts of two table policies of one family and shape (a ValueError otherwise); with
+    ``cell_values``, the third is ``[1 + k, C, V]``: the ratio, then ``cell_values`` of the
+    float64 log-probability tables."""
     if type(new) is not type(old) or new.logits.shape != old.logits.shape or new.horizon != old.horizon:
         raise ValueError(f"two table policies of one family and shape are needed, got "
                          f"{type(new).__name__} {tuple(new.logits.shape)} (T={new.horizon}) and "
                          f"{type(old).__name__} {tuple(old.logits.shape)} (T={old.horizon})")
     v = new.vocab
     new_lp, old_lp = new.log_probs().reshape(-1, v), old.log_probs().reshape(-1, v)
-    return new_lp, old_lp, torch.exp(new_lp.to(torch.float64) - old_lp.to(torch.float64))
+    lp64, lo64 = new_lp.to(torch.float64), old_lp.to(torch.float64)
+    ratio = torch.exp(lp64 - lo64)
+    if cell_values is not None:
+        extra = cell_values(lp64, lo64).to(torch.float64)
+        ratio = torch.cat([ratio[None], extra.reshape(-1, *ratio.shape)])
+    return new_lp, old_lp, ratio
 
 
 def replica_score_moments(policy: TablePolicy, weights: Tensor, tokens: Tensor,

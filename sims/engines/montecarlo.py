@@ -422,13 +422,19 @@ def _chunk(new_policy, old_policy, reward_fn, spec, token_sum, est, advantage_co
     scored = fused is not None and _table_pair(new_policy, old_policy)
     cpu = dev.type == "cpu"
     n, horizon = n_rep * b, old_policy.horizon
-    if scored:  # ℓ, ℓ^old and ρ gathered as the tokens are drawn (the same tokens)
+    aux = None
+    if scored:  # ℓ, ℓ^old and ρ (and the kernel's cell values) gathered as the tokens are drawn
+        values = fused.cell_values
         out = None
         if cpu:
-            out = tuple(buffers.get(name, (n, horizon), x) for name, x in (
-                ("logp", new_policy.dtype), ("old_logp", old_policy.dtype), ("rho", torch.float64)))
-        tokens, mask, logp, old_logp, rho = old_policy.sample_scored(new_policy, n, generator=gen,
-                                                                      prompts=prompts, out=out)
+            lead = () if values is None else (2,)
+            out = (buffers.get("logp", (n, horizon), new_policy.dtype),
+                   buffers.get("old_logp", (n, horizon), old_policy.dtype),
+                   buffers.get("rho", (*lead, n, horizon), torch.float64))
+        tokens, mask, logp, old_logp, rho = old_policy.sample_scored(
+            new_policy, n, generator=gen, prompts=prompts, cell_values=values, out=out)
+        if values is not None:
+            rho, aux = rho[0], rho[1]
     else:
         tokens, mask = old_policy.sample(n_rep * b, generator=gen, prompts=prompts)  # (R·B, T)
     lap(STAGES[0])
@@ -450,7 +456,7 @@ def _chunk(new_policy, old_policy, reward_fn, spec, token_sum, est, advantage_co
     else:
         w_out = buffers.get("w", (n, horizon), logp.dtype) if cpu else None
         w, n_zero, n_valid, log_r = fused_token_stats(fused, token_sum, logp, old_logp, adv, mask, scale, rho,
-                                                      out=w_out)
+                                                      out=w_out, aux=aux)
     lap(STAGES[3])
     s1, s2 = new_policy.replica_score_moments(w, tokens, prompts, n_rep)
     lap(STAGES[4])

@@ -45,7 +45,8 @@ The token ratio ρ = e^d is the one exponential most kernels need per token, and
 scalar ``exp`` it is most of a kernel's time (7.9 against 1.6 ms per million tokens for
 CISPO). A table policy has one ρ per (row, token) cell, so the engine gathers it from a
 ratio table (``policies.table.score_pair``) and passes it in (``rho``); otherwise the kernel
-computes it.
+computes it. DPPO's trust-region quantity (p - p_old, or the binary KL with two logarithms and
+two ``expm1``) is such a per-cell value too (``FusedObjective.cell_values``, passed as ``aux``).
 
 Precision: every kernel reads its inputs as float64, computes in float64 and rounds w once to
 the input dtype. In float64 the weights equal the registered objective's autograd weights to
@@ -78,6 +79,7 @@ from torch import Tensor
 
 from sims import objectives as O
 from sims.aggregation import AggConfig
+from sims.objectives.dppo import binary_kl
 
 INF = math.inf
 
@@ -149,9 +151,10 @@ class FusedObjective:
         loss_fn, config_cls: the registered objective and config class the kernel reproduces.
         fields: the config fields the kernel reads (besides the aggregation's); a config with
             any other field (one added to the objective later) is not fused.
-        kernel: its numba kernel ``(p, logp, old_logp, rho, adv, mask, scale, w, n_zero, n_valid,
-            log_ratio)``, writing the last four (``fused_token_stats_cpu``; ``rho`` the token
-            ratios ``[N, T]`` or an empty ``(0, 0)`` array, when the kernel computes them).
+        kernel: its numba kernel ``(p, logp, old_logp, rho, aux, adv, mask, scale, w, n_zero,
+            n_valid, log_ratio)``, writing the last four (``fused_token_stats_cpu``; ``rho`` the
+            token ratios ``[N, T]`` and ``aux`` the token's ``cell_values``, each an empty
+            ``(0, 0)`` array when the kernel computes them).
         params: ``fn(config) -> tuple of floats``, the kernel's parameter vector (None bounds as ±inf).
         torch_weights: ``fn(d, lp, lo, a, m, n, sd, sa, sl, p) -> w⁰ [N, T]`` in torch (float64
             tensors; ``n, sd, sa, sl`` the ``[N, 1]`` row sums), the non-CPU path.
@@ -166,6 +169,10 @@ class FusedObjective:
     params: Callable[[Any], tuple[float, ...]]
     torch_weights: Callable[..., Tensor]
     configs: str = "every config"
+    cell_values: Callable[[Tensor, Tensor], Tensor] | None = None
+    """``fn(ℓ, ℓ^old) -> [..]`` (float64, elementwise): the per-token quantity besides ρ that the
+    kernel would compute with transcendental functions, given per (row, token) cell of a table
+    policy's log-probability tables so that the engine gathers it while sampling (``aux``)."""
 
 
 # ----------------------------------------------------------------------------- numba: one row each
@@ -201,7 +208,7 @@ def _sigmoid(x):
 
 
 @njit(inline="always")
-def _row_reinforce(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl):
+def _row_reinforce(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl):
     level, mode, log_cap = p[0], p[1], p[2]
     for t in range(lp.shape[1]):
         if mask[i, t] != 0:
@@ -219,7 +226,7 @@ def _row_reinforce(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl):
 
 
 @njit(inline="always")
-def _row_seq_is(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl):
+def _row_seq_is(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl):
     x = c * sa * math.exp(min(sd, p[0]))  # n_i·Ā_i = Σ_t m A
     for t in range(lp.shape[1]):
         if mask[i, t] != 0:
@@ -227,7 +234,7 @@ def _row_seq_is(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl):
 
 
 @njit(inline="always")
-def _row_ppo_clip(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl):
+def _row_ppo_clip(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl):
     low, high, dual, delta, lr_lo, lr_hi = p[0], p[1], p[2], p[3], p[4], p[5]
     opsm_kl = -sd / n  # mean_t m(ℓ^old - ℓ)
     for t in range(lp.shape[1]):
@@ -251,7 +258,7 @@ def _gspo_zero(a, s, low, high, dual):
 
 
 @njit(inline="always")
-def _row_gspo(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl):
+def _row_gspo(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl):
     s = math.exp(sd / n)
     a_bar = sa / n
     clamped = sd / n < p[3] or sd / n > p[4]  # the log-ratio clamp of log s binds
@@ -262,7 +269,7 @@ def _row_gspo(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl):
 
 
 @njit(inline="always")
-def _row_gspo_token(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl):
+def _row_gspo_token(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl):
     s = math.exp(sd / n)
     clamped = sd / n < p[3] or sd / n > p[4]  # the log-ratio clamp of log ŝ binds
     for t in range(lp.shape[1]):
@@ -272,7 +279,7 @@ def _row_gspo_token(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl):
 
 
 @njit(inline="always")
-def _row_gmpo(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl):
+def _row_gmpo(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl):
     low, high = p[0], p[1]
     a_bar = sa / n
     total = 0.0  # Σ_t m d̃
@@ -293,7 +300,7 @@ def _row_gmpo(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl):
 
 
 @njit(inline="always")
-def _row_cispo(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl):
+def _row_cispo(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl):
     for t in range(lp.shape[1]):
         if mask[i, t] != 0:
             r = _ratio(rho, i, t, np.float64(lp[i, t]) - np.float64(lo[i, t]))
@@ -301,7 +308,7 @@ def _row_cispo(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl):
 
 
 @njit(inline="always")
-def _row_sapo(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl):
+def _row_sapo(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl):
     for t in range(lp.shape[1]):
         if mask[i, t] != 0:
             a = _adv(adv, i, t)
@@ -313,7 +320,7 @@ def _row_sapo(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl):
 
 
 @njit(inline="always")
-def _row_sgs_cispo(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl):
+def _row_sgs_cispo(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl):
     low, high, k, tau, p_mode, stop = p[0], p[1], p[2], p[3], p[4], p[5]
     p_row = math.exp(sl) if p_mode == 1 else math.exp(sl / n)  # sequence / geometric P
     sig_row = _sigmoid(k * (p_row - tau))
@@ -348,7 +355,7 @@ def _row_sgs_cispo(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl):
 
 
 @njit(inline="always")
-def _row_dro(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl):
+def _row_dro(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl):
     for t in range(lp.shape[1]):
         if mask[i, t] != 0:
             w[i, t] = c * (_adv(adv, i, t) - p[0] * (np.float64(lp[i, t]) - np.float64(lo[i, t])))
@@ -363,17 +370,17 @@ def _binary_kl(x, y):
 
 
 @njit(inline="always")
-def _row_dppo(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl, kl_region):
+def _row_dppo(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl, kl_region):
     d_low, d_high, log_cap = p[0], p[1], p[2]
     for t in range(lp.shape[1]):
         if mask[i, t] != 0:
             a = _adv(adv, i, t)
             x, y = np.float64(lp[i, t]), np.float64(lo[i, t])
-            if kl_region:
-                div = _binary_kl(x, y)
+            if kl_region:  # the binary KL, from the cell-value table when given (``cell_values``)
+                div = aux[i, t] if aux.shape[0] != 0 else _binary_kl(x, y)
                 keep = (div <= d_high or x <= y) if a > 0 else (div <= d_low or x >= y)
-            else:
-                diff = math.exp(x) - math.exp(y)
+            else:  # p - p_old, likewise
+                diff = aux[i, t] if aux.shape[0] != 0 else math.exp(x) - math.exp(y)
                 keep = diff <= d_high if a > 0 else diff >= -d_low
             w[i, t] = c * a * _capped_ratio(rho, i, t, x - y, log_cap) if keep else 0.0
 
@@ -413,98 +420,98 @@ def _end(i, mask, w, n, sd, n_zero, n_valid, log_ratio):
 # times longer to compile than the one a run needs.
 
 @njit(parallel=True, cache=True)
-def _k_reinforce(p, lp, lo, rho, adv, mask, scale, w, n_zero, n_valid, log_ratio):
+def _k_reinforce(p, lp, lo, rho, aux, adv, mask, scale, w, n_zero, n_valid, log_ratio):
     for i in prange(lp.shape[0]):
         n, sd, sa, sl, c = _begin(i, lp, lo, adv, mask, scale, w)
-        _row_reinforce(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl)
+        _row_reinforce(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl)
         _end(i, mask, w, n, sd, n_zero, n_valid, log_ratio)
 
 
 @njit(parallel=True, cache=True)
-def _k_seq_is(p, lp, lo, rho, adv, mask, scale, w, n_zero, n_valid, log_ratio):
+def _k_seq_is(p, lp, lo, rho, aux, adv, mask, scale, w, n_zero, n_valid, log_ratio):
     for i in prange(lp.shape[0]):
         n, sd, sa, sl, c = _begin(i, lp, lo, adv, mask, scale, w)
-        _row_seq_is(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl)
+        _row_seq_is(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl)
         _end(i, mask, w, n, sd, n_zero, n_valid, log_ratio)
 
 
 @njit(parallel=True, cache=True)
-def _k_ppo_clip(p, lp, lo, rho, adv, mask, scale, w, n_zero, n_valid, log_ratio):
+def _k_ppo_clip(p, lp, lo, rho, aux, adv, mask, scale, w, n_zero, n_valid, log_ratio):
     for i in prange(lp.shape[0]):
         n, sd, sa, sl, c = _begin(i, lp, lo, adv, mask, scale, w)
-        _row_ppo_clip(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl)
+        _row_ppo_clip(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl)
         _end(i, mask, w, n, sd, n_zero, n_valid, log_ratio)
 
 
 @njit(parallel=True, cache=True)
-def _k_gspo(p, lp, lo, rho, adv, mask, scale, w, n_zero, n_valid, log_ratio):
+def _k_gspo(p, lp, lo, rho, aux, adv, mask, scale, w, n_zero, n_valid, log_ratio):
     for i in prange(lp.shape[0]):
         n, sd, sa, sl, c = _begin(i, lp, lo, adv, mask, scale, w)
-        _row_gspo(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl)
+        _row_gspo(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl)
         _end(i, mask, w, n, sd, n_zero, n_valid, log_ratio)
 
 
 @njit(parallel=True, cache=True)
-def _k_gspo_token(p, lp, lo, rho, adv, mask, scale, w, n_zero, n_valid, log_ratio):
+def _k_gspo_token(p, lp, lo, rho, aux, adv, mask, scale, w, n_zero, n_valid, log_ratio):
     for i in prange(lp.shape[0]):
         n, sd, sa, sl, c = _begin(i, lp, lo, adv, mask, scale, w)
-        _row_gspo_token(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl)
+        _row_gspo_token(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl)
         _end(i, mask, w, n, sd, n_zero, n_valid, log_ratio)
 
 
 @njit(parallel=True, cache=True)
-def _k_gmpo(p, lp, lo, rho, adv, mask, scale, w, n_zero, n_valid, log_ratio):
+def _k_gmpo(p, lp, lo, rho, aux, adv, mask, scale, w, n_zero, n_valid, log_ratio):
     for i in prange(lp.shape[0]):
         n, sd, sa, sl, c = _begin(i, lp, lo, adv, mask, scale, w)
-        _row_gmpo(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl)
+        _row_gmpo(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl)
         _end(i, mask, w, n, sd, n_zero, n_valid, log_ratio)
 
 
 @njit(parallel=True, cache=True)
-def _k_cispo(p, lp, lo, rho, adv, mask, scale, w, n_zero, n_valid, log_ratio):
+def _k_cispo(p, lp, lo, rho, aux, adv, mask, scale, w, n_zero, n_valid, log_ratio):
     for i in prange(lp.shape[0]):
         n, sd, sa, sl, c = _begin(i, lp, lo, adv, mask, scale, w)
-        _row_cispo(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl)
+        _row_cispo(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl)
         _end(i, mask, w, n, sd, n_zero, n_valid, log_ratio)
 
 
 @njit(parallel=True, cache=True)
-def _k_sapo(p, lp, lo, rho, adv, mask, scale, w, n_zero, n_valid, log_ratio):
+def _k_sapo(p, lp, lo, rho, aux, adv, mask, scale, w, n_zero, n_valid, log_ratio):
     for i in prange(lp.shape[0]):
         n, sd, sa, sl, c = _begin(i, lp, lo, adv, mask, scale, w)
-        _row_sapo(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl)
+        _row_sapo(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl)
         _end(i, mask, w, n, sd, n_zero, n_valid, log_ratio)
 
 
 @njit(parallel=True, cache=True)
-def _k_sgs_cispo(p, lp, lo, rho, adv, mask, scale, w, n_zero, n_valid, log_ratio):
+def _k_sgs_cispo(p, lp, lo, rho, aux, adv, mask, scale, w, n_zero, n_valid, log_ratio):
     for i in prange(lp.shape[0]):
         n, sd, sa, sl, c = _begin(i, lp, lo, adv, mask, scale, w)
-        _row_sgs_cispo(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl)
+        _row_sgs_cispo(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl)
         _end(i, mask, w, n, sd, n_zero, n_valid, log_ratio)
 
 
 @njit(parallel=True, cache=True)
-def _k_dro(p, lp, lo, rho, adv, mask, scale, w, n_zero, n_valid, log_ratio):
+def _k_dro(p, lp, lo, rho, aux, adv, mask, scale, w, n_zero, n_valid, log_ratio):
     for i in prange(lp.shape[0]):
         n, sd, sa, sl, c = _begin(i, lp, lo, adv, mask, scale, w)
-        _row_dro(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl)
+        _row_dro(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl)
         _end(i, mask, w, n, sd, n_zero, n_valid, log_ratio)
 
 
 @njit(parallel=True, cache=True)
-def _k_dppo_tv(p, lp, lo, rho, adv, mask, scale, w, n_zero, n_valid, log_ratio):
+def _k_dppo_tv(p, lp, lo, rho, aux, adv, mask, scale, w, n_zero, n_valid, log_ratio):
     for i in prange(lp.shape[0]):
         n, sd, sa, sl, c = _begin(i, lp, lo, adv, mask, scale, w)
-        _row_dppo(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl, False)
+        _row_dppo(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl, False)
         _end(i, mask, w, n, sd, n_zero, n_valid, log_ratio)
 
 
 @njit(parallel=True, cache=True)
-def _k_dppo_kl(p, lp, lo, rho, adv, mask, scale, w, n_zero, n_valid, log_ratio):
+def _k_dppo_kl(p, lp, lo, rho, aux, adv, mask, scale, w, n_zero, n_valid, log_ratio):
     for i in prange(lp.shape[0]):
         n, sd, sa, sl, c = _begin(i, lp, lo, adv, mask, scale, w)
-        _row_dppo(i, lp, lo, rho, adv, mask, p, w, c, n, sd, sa, sl, True)
+        _row_dppo(i, lp, lo, rho, aux, adv, mask, p, w, c, n, sd, sa, sl, True)
         _end(i, mask, w, n, sd, n_zero, n_valid, log_ratio)
 
 
@@ -638,9 +645,9 @@ FUSED: dict[str, FusedObjective] = {f.name: f for f in (
                    "every config (all p_modes, with and without the stop-gradient on S)"),
     FusedObjective("dro", O.dro, O.DroConfig, ("beta",), _k_dro, lambda c: (c.beta,), _t_dro),
     FusedObjective("dppo_tv", O.dppo_tv, O.DppoConfig, ("delta_low", "delta_high", "is_cap"), _k_dppo_tv,
-                   _dppo_params, _t_dppo_tv),
+                   _dppo_params, _t_dppo_tv, cell_values=lambda lp, lo: torch.exp(lp) - torch.exp(lo)),
     FusedObjective("dppo_kl", O.dppo_kl, O.DppoConfig, ("delta_low", "delta_high", "is_cap"), _k_dppo_kl,
-                   _dppo_params, _t_dppo_kl),
+                   _dppo_params, _t_dppo_kl, cell_values=binary_kl),
 )}
 
 NOT_FUSED: dict[str, str] = {
@@ -672,7 +679,7 @@ def fused_for(spec, config) -> tuple[FusedObjective | None, str]:
 
 def fused_token_stats(entry: FusedObjective, config, logp: Tensor, old_logp: Tensor, adv: Tensor,
                       mask: Tensor, scale: Tensor, rho: Tensor | None = None,
-                      out: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                      out: Tensor | None = None, aux: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(w [N, T], zero-weight count [N], valid count [N], log R [N] float64)``, the values of
     ``sims.engines.kernels.token_stats`` after an autograd call of the objective with
     ``agg="token-sum"`` (module docstring): ``w = scale_i · w⁰``. ``config``'s own aggregation is
@@ -683,13 +690,14 @@ def fused_token_stats(entry: FusedObjective, config, logp: Tensor, old_logp: Ten
     gathers it from its ratio table, ``policies.table.score_pair``, so no token pays for an
     exponential): the numba kernels read it wherever they need ρ; the torch path computes ρ.
     ``out``, a contiguous ``[N, T]`` CPU tensor of ``logp``'s dtype, receives ``w`` on the CPU (a
-    caller streaming chunks reuses it)."""
+    caller streaming chunks reuses it). ``aux``, likewise, is ``entry.cell_values(ℓ, ℓ^old)`` per
+    token in float64, read instead of computing it."""
     if logp.device.type == "cpu":
-        return fused_token_stats_cpu(entry, config, logp, old_logp, adv, mask, scale, rho, out)
+        return fused_token_stats_cpu(entry, config, logp, old_logp, adv, mask, scale, rho, out, aux)
     return fused_token_stats_torch(entry, config, logp, old_logp, adv, mask, scale)
 
 
-def fused_token_stats_cpu(entry, config, logp, old_logp, adv, mask, scale, rho=None, out=None):
+def fused_token_stats_cpu(entry, config, logp, old_logp, adv, mask, scale, rho=None, out=None, aux=None):
     """``fused_token_stats`` by the numba kernel (one pass per row, parallel over rows)."""
     n, horizon = logp.shape
     w = torch.empty(n, horizon, dtype=logp.dtype) if out is None else out
@@ -705,9 +713,9 @@ def fused_token_stats_cpu(entry, config, logp, old_logp, adv, mask, scale, rho=N
     # as the engine's) go as their [N, 1] column, which the kernels read as A_it for every t
     if adv.shape[1] > 1 and adv.stride(1) == 0:
         adv = adv[:, :1]
-    if rho is None:
-        rho = torch.empty(0, 0, dtype=torch.float64)
-    arrays = (logp, old_logp, rho.to(torch.float64), adv, mask, scale.to(torch.float64))
+    none = torch.empty(0, 0, dtype=torch.float64)
+    rho, aux = (none if x is None else x.to(torch.float64) for x in (rho, aux))
+    arrays = (logp, old_logp, rho, aux, adv, mask, scale.to(torch.float64))
     entry.kernel(p, *(x.detach().contiguous().numpy() for x in arrays), w.numpy(), n_zero.numpy(),
                  n_valid.numpy(), log_ratio.numpy())
     return w, n_zero, n_valid, log_ratio

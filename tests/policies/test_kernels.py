@@ -137,12 +137,19 @@ def test_scored_sampling_gives_the_same_tokens_and_the_gathered_tables(family, d
     ctx = policy.contexts(tokens, prompts)
     for a, b in zip(gathered, K.gather_pair_torch(*tables, ctx, tokens)):
         assert a.dtype == b.dtype and torch.equal(a, b)
+    stacked = (*tables[:2], torch.stack([tables[2], -tables[2]]))  # k = 2 cell values
+    again, *gathered = K.sample_table(cdf, prompts, n, policy.horizon, seed, markov_bos=bos, score=stacked)
+    assert torch.equal(again, tokens) and gathered[2].shape == (2, n, policy.horizon)
+    for a, b in zip(gathered, K.gather_pair_torch(*stacked, ctx, tokens)):
+        assert torch.equal(a, b)
+    for a, b in zip(K.gather_pair(*stacked, ctx, tokens), K.gather_pair_torch(*stacked, ctx, tokens)):
+        assert torch.equal(a, b)
 
 
 def test_scored_sampling_refuses_tables_of_another_shape():
     policy = _policy("tabular", 5, torch.float64, None)
     bad = (torch.zeros(3, 5), torch.zeros(3, 5), torch.zeros(3, 5, dtype=torch.float64))
-    with pytest.raises(ValueError, match=r"score tables have shape \(3, 5\); allowed: \[P·R, V\] = \[6, 5\]"):
+    with pytest.raises(ValueError, match=r"score tables have shapes \[\(3, 5\), \(3, 5\), \(3, 5\)\]; allowed: \[P·R, V\] = \[6, 5\]"):
         K.sample_table(policy.cdf_table(), None, 4, 6, 0, score=bad)
 
 

@@ -54,8 +54,16 @@ def _numba_with_ratios(entry, cfg, logp, old_logp, adv, mask, scale):
     return fused_token_stats_cpu(entry, cfg, logp, old_logp, adv, mask, scale, rho)
 
 
+def _numba_with_cell_values(entry, cfg, logp, old_logp, adv, mask, scale):
+    """The numba kernels reading ρ and the objective's cell values as given (``entry.cell_values``
+    per token, as the engine gathers them from a table policy's cells)."""
+    lp, lo = logp.double(), old_logp.double()
+    aux = None if entry.cell_values is None else entry.cell_values(lp, lo)
+    return fused_token_stats_cpu(entry, cfg, logp, old_logp, adv, mask, scale, torch.exp(lp - lo), aux=aux)
+
+
 IMPLEMENTATIONS = {"numba": fused_token_stats_cpu, "numba, ρ given": _numba_with_ratios,
-                   "torch": fused_token_stats_torch}
+                   "numba, ρ and cell values given": _numba_with_cell_values, "torch": fused_token_stats_torch}
 
 
 def _autograd_weight(spec, cfg, logp, old_logp, adv, mask):
@@ -301,6 +309,19 @@ def test_engine_fused_path_on_a_prompted_markov_policy_agrees_with_autograd(name
     assert fused.weight_path == "fused"
     torch.testing.assert_close(fused.mean, ref.mean, rtol=1e-12, atol=1e-12 * float(ref.mean.abs().max()))
     assert fused.ess_frac.estimate == pytest.approx(ref.ess_frac.estimate, rel=1e-12)
+
+
+@pytest.mark.parametrize("name, config", [("dppo_tv", O.DppoConfig(delta_low=0.05, delta_high=0.05)),
+                                          ("dppo_kl", O.DppoConfig(delta_low=0.01, delta_high=0.01))])
+def test_engine_reads_dppo_trust_regions_from_the_cell_table(name, config):
+    # DPPO's p - p_old and binary KL are per-cell values gathered while sampling (``aux``)
+    assert FUSED[name].cell_values is not None
+    old, new = _engine_pair(torch.float64)
+    mc = MCConfig(n_replicas=40, n_groups=2, group_size=3, chunk=10, n_batches=4, seed=5)
+    fused = mc_gradient(new, old, _reward, name, config, "grpo", StdConfig(), mc)
+    ref = mc_gradient(new, old, _reward, name, config, "grpo", StdConfig(), dataclasses.replace(mc, weights="autograd"))
+    torch.testing.assert_close(fused.mean, ref.mean, rtol=1e-12, atol=1e-12 * float(ref.mean.abs().max()))
+    assert fused.zero_weight_frac == ref.zero_weight_frac
 
 
 def test_chunk_buffers_are_validated():
