@@ -119,16 +119,17 @@ def _search(cdf_row, u):
 # (``sample_table(score=...)``).
 
 @njit(inline="always")
-def _gather_cell(i, t, row, v, vocab, new, old, ratio, lp, lo, rho):
+def _gather_cell(i, t, row, v, vocab, new, old, ratio, extra, lp, lo, rho, aux):
     cell = row * vocab + v
     lp[i, t] = new[cell]
     lo[i, t] = old[cell]
-    for j in range(ratio.shape[0]):
-        rho[j, i, t] = ratio[j, cell]
+    rho[i, t] = ratio[cell]
+    if extra.shape[0] != 0:  # a second cell value (a loop over k cell values is 30% slower)
+        aux[i, t] = extra[cell]
 
 
 @njit(parallel=True, cache=True)
-def _sample_positions(cdf, prompts, seed, scale, shift, out, new, old, ratio, lp, lo, rho):
+def _sample_positions(cdf, prompts, seed, scale, shift, out, new, old, ratio, extra, lp, lo, rho, aux):
     n, horizon = out.shape
     n_rows, vocab = cdf.shape[1], cdf.shape[2]
     score = new.shape[0] != 0
@@ -142,11 +143,11 @@ def _sample_positions(cdf, prompts, seed, scale, shift, out, new, old, ratio, lp
         if score:
             base = prompts[i] * n_rows
             for t in range(horizon):
-                _gather_cell(i, t, base + t, out[i, t], vocab, new, old, ratio, lp, lo, rho)
+                _gather_cell(i, t, base + t, out[i, t], vocab, new, old, ratio, extra, lp, lo, rho, aux)
 
 
 @njit(parallel=True, cache=True)
-def _sample_markov(cdf, prompts, seed, scale, shift, bos, out, new, old, ratio, lp, lo, rho):
+def _sample_markov(cdf, prompts, seed, scale, shift, bos, out, new, old, ratio, extra, lp, lo, rho, aux):
     n, horizon = out.shape
     n_rows, vocab = cdf.shape[1], cdf.shape[2]
     score = new.shape[0] != 0
@@ -163,7 +164,7 @@ def _sample_markov(cdf, prompts, seed, scale, shift, bos, out, new, old, ratio, 
             base = prompts[i] * n_rows
             prev = bos
             for t in range(horizon):
-                _gather_cell(i, t, base + prev, out[i, t], vocab, new, old, ratio, lp, lo, rho)
+                _gather_cell(i, t, base + prev, out[i, t], vocab, new, old, ratio, extra, lp, lo, rho, aux)
                 prev = out[i, t]
 
 
@@ -176,7 +177,7 @@ def _gather_rows(table, ctx, tokens, out):
 
 
 @njit(parallel=True, cache=True)
-def _gather_pair(new, old, ratio, ctx, tokens, lp, lo, rho):
+def _gather_pair(new, old, ratio, extra, ctx, tokens, lp, lo, rho, aux):
     n, horizon = tokens.shape
     vocab = new.shape[1]
     new, old = new.ravel(), old.ravel()
@@ -184,11 +185,7 @@ def _gather_pair(new, old, ratio, ctx, tokens, lp, lo, rho):
     for i in prange(n):
         ci = i * step
         for t in range(horizon):
-            cell = ctx[ci, t] * vocab + tokens[i, t]
-            lp[i, t] = new[cell]
-            lo[i, t] = old[cell]
-            for j in range(ratio.shape[0]):
-                rho[j, i, t] = ratio[j, cell]
+            _gather_cell(i, t, ctx[ci, t], tokens[i, t], vocab, new, old, ratio, extra, lp, lo, rho, aux)
 
 
 @njit(parallel=True, cache=True)
@@ -285,8 +282,8 @@ def sample_table(cdf: Tensor, prompts: Tensor | None, n: int, horizon: int, seed
     CPU, ``sample_table_torch`` elsewhere: the same tokens for the same ``cdf`` and seed.
 
     ``score = (new, old, ratio)``, two ``[P·R, V]`` tables and float64 cell values ``[P·R, V]`` or
-    ``[k, P·R, V]`` (CPU only), returns ``(tokens, lp, lo, rho)`` with each gathered at every drawn
-    token's (row, token) cell in the same pass (``rho`` ``[n, T]`` or ``[k, n, T]``, as ``ratio``):
+    ``[k, P·R, V]`` with k = 1 or 2 (CPU only), returns ``(tokens, lp, lo, rho)`` with each gathered
+    at every drawn token's (row, token) cell in the same pass (``rho`` ``[n, T]`` or ``[k, n, T]``):
     ``gather_pair(new, old, ratio, contexts, tokens)`` without a second pass over the tokens;
     ``score_out``, three contiguous CPU tensors of those shapes and the tables' dtypes, receives
     them (a caller streaming chunks reuses its buffers: fresh ones cost a page fault per 4 KiB,
@@ -309,15 +306,16 @@ def sample_table_cpu(cdf, prompts, n, horizon, seed, *, markov_bos=None, score=N
     bits = BITS[cdf.dtype]
     stream = (np.uint64(seed), 2.0 ** -bits, np.uint64(64 - bits))  # seed, scale, shift of _uniform
     if score is None:  # empty tables and outputs: the kernel gathers nothing
-        tables = (torch.empty(0, dtype=cdf.dtype), torch.empty(0, dtype=cdf.dtype), torch.empty(0, 0, dtype=torch.float64))
+        tables = (torch.empty(0, dtype=cdf.dtype), torch.empty(0, dtype=cdf.dtype), torch.empty(1, 0, dtype=torch.float64))
         gathered = (torch.empty(0, 0, dtype=cdf.dtype), torch.empty(0, 0, dtype=cdf.dtype),
                     torch.empty(0, 0, 0, dtype=torch.float64))
-        kernel_out = gathered
+        kernel_out = (*gathered[:2], gathered[2].reshape(1, 0, 0))
     else:
         cells = (cdf.shape[0] * cdf.shape[1], cdf.shape[2])
-        if tuple(score[0].shape) != cells or tuple(score[2].shape[-2:]) != cells or score[2].dim() not in (2, 3):
+        if (tuple(score[0].shape) != cells or tuple(score[2].shape[-2:]) != cells or score[2].dim() not in (2, 3)
+                or (score[2].dim() == 3 and score[2].shape[0] not in (1, 2))):
             raise ValueError(f"score tables have shapes {[tuple(x.shape) for x in score]}; allowed: "
-                             f"[P·R, V] = {list(cells)}, and [P·R, V] or [k, P·R, V] cell values")
+                             f"[P·R, V] = {list(cells)}, and [P·R, V] or [k, P·R, V] cell values, k = 1 or 2")
         lead = tuple(score[2].shape[:-2])
         tables = (*(x.detach().contiguous().reshape(-1) for x in score[:2]),
                   score[2].detach().to(torch.float64).contiguous().reshape(-1, cells[0] * cells[1]))
@@ -331,12 +329,20 @@ def sample_table_cpu(cdf, prompts, n, horizon, seed, *, markov_bos=None, score=N
                                  f"contiguous CPU tensors of shapes {[list(s) for s in shapes]}, the tables' dtypes")
         kernel_out = (*gathered[:2], gathered[2].reshape(-1, n, horizon))
     cdf = _np(_padded(cdf))
-    arrays = (*(_np(x) for x in tables), *(x.numpy() for x in kernel_out))
+    arrays = (*(_np(x) for x in tables[:2]), *_first_and_second(tables[2]), *(x.numpy() for x in kernel_out[:2]),
+              *_first_and_second(kernel_out[2]))
     if markov_bos is None:
         _sample_positions(cdf, idx, *stream, out.numpy(), *arrays)
     else:
         _sample_markov(cdf, idx, *stream, markov_bos, out.numpy(), *arrays)
     return out if score is None else (out, *gathered)
+
+
+def _first_and_second(stack: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """A ``[k, ...]`` stack (k = 1 or 2) as the kernels' pair of arrays: the first, and the second
+    or an empty array of one dimension fewer (the kernels then skip it)."""
+    first = _np(stack[0])
+    return first, (_np(stack[1]) if stack.shape[0] > 1 else np.empty((0,) * first.ndim, first.dtype))
 
 
 def _padded(cdf: Tensor) -> Tensor:
@@ -400,11 +406,13 @@ def gather_pair(new: Tensor, old: Tensor, ratio: Tensor, ctx: Tensor,
         return gather_pair_torch(new, old, ratio, ctx, tokens)
     values = ratio.to(torch.float64).contiguous()
     lead = tuple(values.shape[:-2])
+    if lead not in ((), (1,), (2,)):
+        raise ValueError(f"ratio has shape {tuple(ratio.shape)}; allowed: [C, V] or [k, C, V] with k = 1 or 2")
     out = (torch.empty(tokens.shape, dtype=new.dtype), torch.empty(tokens.shape, dtype=old.dtype),
            torch.empty(*lead, *tokens.shape, dtype=torch.float64))
-    _gather_pair(_np(new.contiguous()), _np(old.contiguous()), _np(values.reshape(-1, new.numel())),
+    _gather_pair(_np(new.contiguous()), _np(old.contiguous()), *_first_and_second(values.reshape(-1, new.numel())),
                  _np(_shared_rows(ctx)), _np(tokens), out[0].numpy(), out[1].numpy(),
-                 out[2].reshape(-1, *tokens.shape).numpy())
+                 *_first_and_second(out[2].reshape(-1, *tokens.shape)))
     return out
 
 
