@@ -33,9 +33,10 @@ engine on the same task with a GRU policy, H = 64, E = 32, whose per-replica gra
 from ``vmap(grad)``, in chunks of ``GRU_CHUNK`` replicas) and ``peak_rss_mb`` (process peak
 resident memory).
 
-Measured on the shared 2-core CPU under load from other sessions (2026-12-01; README
-"Performance"): see the README for the numbers; absolute throughputs there are under load and
-only the ratios measured in one run compare the paths.
+The numbers are in the README ("Performance"); the machine's speed varies from run to run, so
+only figures from one run compare the paths. ``malloc`` records the allocator setting the run
+had (``sims.malloc``: the console script keeps freed memory mapped; without it the engine
+spends about half its time in page faults).
 """
 
 from __future__ import annotations
