@@ -312,7 +312,8 @@ def sample_table_cpu(cdf, prompts, n, horizon, seed, *, markov_bos=None, score=N
         kernel_out = (*gathered[:2], gathered[2].reshape(1, 0, 0))
     else:
         cells = (cdf.shape[0] * cdf.shape[1], cdf.shape[2])
-        if (tuple(score[0].shape) != cells or tuple(score[2].shape[-2:]) != cells or score[2].dim() not in (2, 3)
+        if (tuple(score[0].shape) != cells or tuple(score[1].shape) != cells or tuple(score[2].shape[-2:]) != cells
+                or score[2].dim() not in (2, 3)
                 or (score[2].dim() == 3 and score[2].shape[0] not in (1, 2))):
             raise ValueError(f"score tables have shapes {[tuple(x.shape) for x in score]}; allowed: "
                              f"[P·R, V] = {list(cells)}, and [P·R, V] or [k, P·R, V] cell values, k = 1 or 2")

@@ -240,8 +240,9 @@ class TablePolicy:
         raise NotImplementedError
 
     samples_with_table_kernel: bool = False
-    """Whether ``sample`` is ``policies.kernels.sample_table`` (tabular, Markov), so that
-    ``sample_scored`` may gather the log-probabilities in the sampling kernel."""
+    """Set by a family whose ``sample`` is ``policies.kernels.sample_table`` with ``sampling_bos``
+    (tabular, Markov), so that ``sample_scored`` may gather the log-probabilities in the sampling
+    kernel; a subclass of it that overrides ``sample`` or ``rows`` falls back (``_table_sampled``)."""
     sampling_bos: int | None = None
     """How ``policies.kernels.sample_table`` draws this family: ``None`` positionally (token t from
     row t), else the row of the first token of a Markov chain (token t from the row of token t-1)."""
@@ -250,12 +251,22 @@ class TablePolicy:
                prompts: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(tokens [n, T], mask [n, T])`` by inverse-CDF sampling, one uniform per token, from one
         seed drawn from ``generator`` (``policies.kernels.sample_table``; each family's docstring
-        says which uniform each token uses)."""
+        says which uniform each token uses). Only for a family that sets
+        ``samples_with_table_kernel``; any other defines its own."""
+        if not self.samples_with_table_kernel:  # pragma: no cover - a family without a sampler
+            raise NotImplementedError(f"{type(self).__name__} defines no sample()")
         check_count("n", n)
         prompts = self._prompts(prompts, n)
         tokens = sample_table(self.cdf_table(), prompts, n, self.horizon, draw_seed(generator),
                               markov_bos=self.sampling_bos)
         return tokens, self.mask(tokens)
+
+    def _table_sampled(self) -> bool:
+        """Whether this policy samples exactly as the family that set ``samples_with_table_kernel``
+        (the same ``sample`` and ``rows``), so the scored kernel draws the same tokens."""
+        cls = type(self)
+        owner = next((c for c in cls.__mro__ if "samples_with_table_kernel" in c.__dict__), TablePolicy)
+        return bool(owner.samples_with_table_kernel) and cls.sample is owner.sample and cls.rows is owner.rows
 
     def sample_scored(self, new: "TablePolicy", n: int, *, generator: torch.Generator,
                       prompts: Tensor | None = None, cell_values: CellValues | None = None,
@@ -266,7 +277,7 @@ class TablePolicy:
         drawn on the CPU (one pass over the tokens; elsewhere, and for a family with its own
         sampler, ``sample`` then ``score_pair``). ``out``: three tensors that receive ℓ, ℓ^old, ρ on
         the CPU path (``policies.kernels.sample_table``'s ``score_out``), else ignored."""
-        if self.device.type != "cpu" or not self.samples_with_table_kernel:
+        if self.device.type != "cpu" or not self._table_sampled():
             tokens, mask = self.sample(n, generator=generator, prompts=prompts)
             return tokens, mask, *score_pair(new, self, tokens, prompts, cell_values)
         check_count("n", n)

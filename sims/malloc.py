@@ -11,18 +11,18 @@ chunk, 960-990k with 22; ``pgverify bench`` reports the setting it ran with).
 ``retain_freed_memory`` raises both thresholds — the mmap threshold to glibc's own maximum for
 its dynamic threshold (32 MiB on 64-bit), the trim threshold to 256 MiB — so chunk-sized blocks
 are reused from the heap. It is what glibc's dynamic threshold converges to for large blocks,
-except that the heap keeps up to 256 MiB of freed memory instead of returning it; peak memory is
-unchanged. The ``pgverify`` console script calls it at start (``sims.cli.entry``) and exports the
-same values as ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` to its worker processes;
-the Python API never changes the allocator of a process it does not own (call it yourself to
-get the same speed). A user's own ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` wins: then nothing is
-changed.
+except that the heap keeps up to 256 MiB of freed memory instead of returning it to the kernel
+(resident until reused; the peak of memory in use is unchanged). The ``pgverify`` console
+script calls it at start (``sims.cli.entry``) and exports the same values as
+``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` to its worker processes; the Python API
+never changes the allocator of a process it does not own (call it yourself to get the same
+speed). A user's own ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or malloc tunable in
+``GLIBC_TUNABLES`` wins: then nothing is changed.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 
@@ -33,24 +33,50 @@ TRIM_THRESHOLD = 256 * 1024 * 1024
 ENV = {"MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD, "MALLOC_TRIM_THRESHOLD_": TRIM_THRESHOLD}
 
 
+def _glibc() -> bool:
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
+def _users_setting() -> list[str]:
+    """The malloc settings glibc read from this process's environment at start: ``MALLOC_*``
+    thresholds, or malloc tunables in ``GLIBC_TUNABLES`` (the user's own choice, or exported to
+    this process by its pgverify parent)."""
+    own = [name for name in sorted(ENV) if name in os.environ]
+    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        own.append("GLIBC_TUNABLES")
+    return own
+
+
 def retain_freed_memory() -> str:
     """Raise glibc's mmap and trim thresholds in this process and export them to its children
     (module docstring). Returns what was done, for provenance: ``"glibc: mmap threshold 32 MiB,
-    trim threshold 256 MiB"``, or why nothing was (not glibc; ``MALLOC_MMAP_THRESHOLD_`` or
-    ``MALLOC_TRIM_THRESHOLD_`` already set; mallopt refused)."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    trim threshold 256 MiB"``, or why nothing was (not glibc; the thresholds or malloc tunables
+    already set in the environment; libc or ``mallopt`` not available or refusing). Never raises:
+    a failure leaves the allocator as it was (or, if only the second call failed, says so)."""
+    if not _glibc():
         return f"unchanged: not glibc ({platform.system()} {platform.libc_ver()[0] or 'libc'})"
-    own = sorted(name for name in ENV if name in os.environ)
-    if own:  # the user's own choice, or already exported to this process by its pgverify parent
+    own = _users_setting()
+    if own:
         return f"unchanged: {', '.join(own)} set in the environment (glibc read it at start)"
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if not (libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)):
-        return "unchanged: mallopt refused"
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own libc, no ldconfig lookup
+    except (OSError, AttributeError) as exc:
+        return f"unchanged: mallopt not available ({exc})"
+    if not mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD):
+        return "unchanged: mallopt refused the mmap threshold"
+    if not mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD):
+        return f"partly: mmap threshold {MMAP_THRESHOLD >> 20} MiB, mallopt refused the trim threshold"
     os.environ.update({name: str(value) for name, value in ENV.items()})
     return f"glibc: mmap threshold {MMAP_THRESHOLD >> 20} MiB, trim threshold {TRIM_THRESHOLD >> 20} MiB"
 
 
 def describe() -> str:
-    """The allocator setting this process runs with (for ``pgverify bench`` and provenance)."""
+    """The allocator setting this process's children start with, and that a pgverify process
+    runs with (for ``pgverify bench`` and provenance): the exported thresholds, the user's
+    ``GLIBC_TUNABLES``, glibc's defaults, or not glibc."""
+    if not _glibc():
+        return f"not glibc ({platform.system()} {platform.libc_ver()[0] or 'libc'}): the platform's allocator"
     values = [f"{name}={os.environ[name]}" for name in sorted(ENV) if name in os.environ]
+    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        values.append(f"GLIBC_TUNABLES={os.environ['GLIBC_TUNABLES']}")
     return ", ".join(values) if values else "glibc defaults (dynamic mmap and trim thresholds)"

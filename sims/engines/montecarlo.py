@@ -388,12 +388,14 @@ class _Buffers:
     (about 1,400 faults per chunk of 256k tokens, as much time as sampling them)."""
 
     def __init__(self) -> None:
-        self._held: dict[str, Tensor] = {}
+        self._held: dict[tuple, Tensor] = {}
 
     def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-        held = self._held.get(name)
-        if held is None or held.shape != shape or held.dtype != dtype:
-            held = self._held[name] = torch.empty(shape, dtype=dtype)
+        """The buffer for ``(name, shape, dtype)``: a batch's last, shorter chunk has its own."""
+        key = (name, tuple(shape), dtype)
+        held = self._held.get(key)
+        if held is None:
+            held = self._held[key] = torch.empty(shape, dtype=dtype)
         return held
 
 
@@ -419,20 +421,19 @@ def _chunk(new_policy, old_policy, reward_fn, spec, token_sum, est, advantage_co
     prompts = None
     if old_policy.n_prompts is not None:
         prompts = torch.arange(g, device=dev).repeat_interleave(k).repeat(n_rep)  # (R·B,)
-    scored = fused is not None and _table_pair(new_policy, old_policy)
     cpu = dev.type == "cpu"
+    scored = fused is not None and cpu and _table_pair(new_policy, old_policy)  # the torch path computes ρ
     n, horizon = n_rep * b, old_policy.horizon
     aux = None
     if scored:  # ℓ, ℓ^old and ρ (and the kernel's cell values) gathered as the tokens are drawn
         values = fused.cell_values
-        out = None
-        if cpu:
-            lead = () if values is None else (2,)
-            out = (buffers.get("logp", (n, horizon), new_policy.dtype),
-                   buffers.get("old_logp", (n, horizon), old_policy.dtype),
-                   buffers.get("rho", (*lead, n, horizon), torch.float64))
-        tokens, mask, logp, old_logp, rho = old_policy.sample_scored(
-            new_policy, n, generator=gen, prompts=prompts, cell_values=values, out=out)
+        lead = () if values is None else (2,)
+        out = (buffers.get("logp", (n, horizon), new_policy.dtype),
+               buffers.get("old_logp", (n, horizon), old_policy.dtype),
+               buffers.get("rho", (*lead, n, horizon), torch.float64))
+        with torch.no_grad():
+            tokens, mask, logp, old_logp, rho = old_policy.sample_scored(
+                new_policy, n, generator=gen, prompts=prompts, cell_values=values, out=out)
         if values is not None:
             rho, aux = rho[0], rho[1]
     else:

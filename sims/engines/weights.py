@@ -53,7 +53,11 @@ the input dtype. In float64 the weights equal the registered objective's autogra
 float64 rounding (tests: 1e-12 relative to the batch's largest weight, on Hypothesis batteries
 covering every aggregation, every config field and every zero region). In float32 the
 autograd path computes in float32, so the two paths differ by float32 rounding (about 1e-7
-relative), and a token within float32 rounding of a clip bound may fall on either side of it.
+relative), and a token whose clipped quantity — ρ, s_i, or DPPO's p − p_old and binary KL (whose
+float32 error near the bound is about 1e-7 absolute, many float32 ulps of a small δ) — lies
+within float32 rounding of its bound may fall on either side of it. With a float32 new policy and
+a float64 old one, ρ comes from the float64 tables while d is taken after ``old_logp`` is cast to
+float32: the two differ by float32 rounding too.
 No value is clamped: a ratio that overflows is ``inf`` as in the objective.
 
 Which objective/config combinations are fused is ``FUSED`` (every config of each listed
@@ -713,6 +717,9 @@ def fused_token_stats_cpu(entry, config, logp, old_logp, adv, mask, scale, rho=N
     # as the engine's) go as their [N, 1] column, which the kernels read as A_it for every t
     if adv.shape[1] > 1 and adv.stride(1) == 0:
         adv = adv[:, :1]
+    for name, x in (("rho", rho), ("aux", aux)):  # the kernels do not check bounds
+        if x is not None and x.shape != logp.shape:
+            raise ValueError(f"{name} has shape {tuple(x.shape)}; allowed: None or logp's shape {tuple(logp.shape)}")
     none = torch.empty(0, 0, dtype=torch.float64)
     rho, aux = (none if x is None else x.to(torch.float64) for x in (rho, aux))
     arrays = (logp, old_logp, rho, aux, adv, mask, scale.to(torch.float64))

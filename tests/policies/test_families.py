@@ -230,3 +230,25 @@ def test_score_pair_refuses_policies_of_different_families_or_shapes():
         score_pair(markov, old, tokens)
     with pytest.raises(ValueError, match="two table policies of one family and shape are needed"):
         old.sample_scored(TabularPolicy(torch.zeros(5, 6)), 3, generator=torch.Generator())
+
+
+def test_a_subclass_with_its_own_sampler_is_not_sampled_by_the_table_kernel():
+    from policies.table import score_pair
+
+    class Shifted(TabularPolicy):  # draws every token one step later in the vocabulary
+        def sample(self, n, *, generator, prompts=None):
+            tokens, mask = super().sample(n, generator=generator, prompts=prompts)
+            return (tokens + 1) % self.vocab, mask
+
+        def with_logits(self, logits):
+            return Shifted(logits)
+
+    g = torch.Generator().manual_seed(2)
+    old = Shifted(torch.randn(4, 6, generator=g, dtype=torch.float64))
+    new = Shifted(old.logits + 0.1 * torch.randn(4, 6, generator=g, dtype=torch.float64))
+    assert not old._table_sampled() and TabularPolicy(old.logits)._table_sampled()
+    tokens, _, lp, lo, rho = old.sample_scored(new, 50, generator=torch.Generator().manual_seed(4))
+    ref, _ = old.sample(50, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(tokens, ref)
+    for x, y in zip((lp, lo, rho), score_pair(new, old, tokens)):
+        assert torch.equal(x, y)

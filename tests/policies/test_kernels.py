@@ -148,6 +148,11 @@ def test_scored_sampling_gives_the_same_tokens_and_the_gathered_tables(family, d
 
 def test_scored_sampling_refuses_tables_of_another_shape():
     policy = _policy("tabular", 5, torch.float64, None)
+    good = torch.zeros(6, 5, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"score tables have shapes \[\(6, 5\), \(1, 5\), \(6, 5\)\]"):
+        K.sample_table(policy.cdf_table(), None, 4, 6, 0, score=(good, good[:1], good))  # the old table too
+    with pytest.raises(ValueError, match=r"k = 1 or 2"):
+        K.sample_table(policy.cdf_table(), None, 4, 6, 0, score=(good, good, torch.zeros(3, 6, 5, dtype=torch.float64)))
     bad = (torch.zeros(3, 5), torch.zeros(3, 5), torch.zeros(3, 5, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"score tables have shapes \[\(3, 5\), \(3, 5\), \(3, 5\)\]; allowed: \[P·R, V\] = \[6, 5\]"):
         K.sample_table(policy.cdf_table(), None, 4, 6, 0, score=bad)

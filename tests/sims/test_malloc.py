@@ -55,3 +55,35 @@ def test_the_users_own_setting_wins():
     _, note, described = _run(True, {"MALLOC_TRIM_THRESHOLD_": "131072"})
     assert note == "unchanged: MALLOC_TRIM_THRESHOLD_ set in the environment (glibc read it at start)"
     assert described == "MALLOC_TRIM_THRESHOLD_=131072"
+    _, note, described = _run(True, {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=131072"})
+    assert note == "unchanged: GLIBC_TUNABLES set in the environment (glibc read it at start)"
+    assert described == "GLIBC_TUNABLES=glibc.malloc.trim_threshold=131072"
+
+
+def test_a_refusing_or_missing_mallopt_is_reported_not_raised(monkeypatch):
+    from sims import malloc
+
+    class Libc:
+        def __init__(self, answers):
+            self.answers = list(answers)
+
+        def mallopt(self, param, value):
+            return self.answers.pop(0)
+
+    for name in (*malloc.ENV, "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(malloc, "_glibc", lambda: True)
+    monkeypatch.setattr(malloc.ctypes, "CDLL", lambda name: Libc([1, 0]))
+    assert malloc.retain_freed_memory() == "partly: mmap threshold 32 MiB, mallopt refused the trim threshold"
+    monkeypatch.setattr(malloc.ctypes, "CDLL", lambda name: Libc([0]))
+    assert malloc.retain_freed_memory() == "unchanged: mallopt refused the mmap threshold"
+
+    def missing(name):
+        raise OSError("no libc")
+
+    monkeypatch.setattr(malloc.ctypes, "CDLL", missing)
+    assert malloc.retain_freed_memory() == "unchanged: mallopt not available (no libc)"
+    assert not any(name in os.environ for name in malloc.ENV)  # nothing exported on failure
+    monkeypatch.setattr(malloc, "_glibc", lambda: False)
+    assert malloc.retain_freed_memory().startswith("unchanged: not glibc")
+    assert malloc.describe().startswith("not glibc")

@@ -324,9 +324,35 @@ def test_engine_reads_dppo_trust_regions_from_the_cell_table(name, config):
     assert fused.zero_weight_frac == ref.zero_weight_frac
 
 
+def test_engine_with_a_shorter_last_chunk_per_batch_agrees_with_autograd():
+    # 15 replicas per batch in chunks of 4: three full chunks and one of 3, each with its own buffers
+    old, new = _engine_pair(torch.float64)
+    mc = MCConfig(n_replicas=60, n_groups=2, group_size=3, chunk=4, n_batches=4, seed=6)
+    config = O.CispoConfig.verl(0.2, 0.2)
+    fused = mc_gradient(new, old, _reward, "cispo", config, "grpo", StdConfig(), mc)
+    ref = mc_gradient(new, old, _reward, "cispo", config, "grpo", StdConfig(), dataclasses.replace(mc, weights="autograd"))
+    torch.testing.assert_close(fused.mean, ref.mean, rtol=1e-12, atol=1e-12 * float(ref.mean.abs().max()))
+    assert fused.var_trace.estimate == pytest.approx(ref.var_trace.estimate, rel=1e-10)
+
+
+@pytest.mark.parametrize("name", ["dppo_tv", "dppo_kl"])
+def test_engine_float32_dppo_paths_agree_to_float32_rounding(name):
+    # float64 cell values against float32 autograd: a token within float32 rounding of δ may flip
+    old, new = _engine_pair(torch.float32)
+    config = O.DppoConfig(delta_low=0.05, delta_high=0.05)
+    mc = MCConfig(n_replicas=200, group_size=4, chunk=50, n_batches=4, seed=7)
+    fused = mc_gradient(new, old, _reward, name, config, "grpo", StdConfig(), mc)
+    ref = mc_gradient(new, old, _reward, name, config, "grpo", StdConfig(), dataclasses.replace(mc, weights="autograd"))
+    assert fused.zero_weight_frac.estimate == pytest.approx(ref.zero_weight_frac.estimate, abs=0.01)
+    torch.testing.assert_close(fused.mean, ref.mean, rtol=1e-3, atol=1e-3 * float(ref.mean.abs().max()))
+
+
 def test_chunk_buffers_are_validated():
     b = make_batch(0, 1, 3, 4, per_token_adv=False)  # float64
     scale = torch.ones(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"rho has shape \(1, 4\); allowed: None or logp's shape \(3, 4\)"):
+        fused_token_stats_cpu(FUSED["cispo"], O.CispoConfig(), b.logp, b.old_logp, b.adv, b.mask, scale,
+                              torch.ones(1, 4, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"out is a torch.float32 tensor of shape \(3, 4\); allowed: a contiguous CPU \[3, 4\]"):
         fused_token_stats_cpu(FUSED["cispo"], O.CispoConfig(), b.logp, b.old_logp, b.adv, b.mask, scale,
                               out=torch.empty(3, 4, dtype=torch.float32))
