@@ -114,9 +114,9 @@ def _search(cdf_row, u):
 # The uniforms of a sequence are drawn into a scratch row first and searched in a second loop:
 # interleaved, the generator's integer chain and the search's compares do not overlap (5.9 against
 # 3.3 ms per million tokens at V = 32 on the 2-core CPU, the same tokens). With ``new`` non-empty
-# the kernels also gather the flattened ``[P·R·V]`` tables ``new``, ``old`` and the ``[k, P·R·V]``
-# float64 cell values ``ratio`` at each drawn token's cell into ``lp``, ``lo`` and ``rho [k, n, T]``
-# (``sample_table(score=...)``).
+# the kernels also gather the flattened ``[P·R·V]`` tables ``new``, ``old``, ``ratio`` and, when it
+# is non-empty, ``extra`` at each drawn token's cell into ``lp``, ``lo``, ``rho`` and ``aux``
+# (``sample_table(score=...)``; a ``[k, P·R, V]`` stack of cell values is split by ``_first_and_second``).
 
 @njit(inline="always")
 def _gather_cell(i, t, row, v, vocab, new, old, ratio, extra, lp, lo, rho, aux):
@@ -420,10 +420,9 @@ def gather_pair(new: Tensor, old: Tensor, ratio: Tensor, ctx: Tensor,
 def gather_pair_torch(new, old, ratio, ctx, tokens) -> tuple[Tensor, Tensor, Tensor]:
     """``gather_pair`` with torch operations (the reference of the kernel)."""
     values = ratio.to(torch.float64)
-    if values.dim() == 2:
-        return gather_rows_torch(new, ctx, tokens), gather_rows_torch(old, ctx, tokens), gather_rows_torch(values, ctx, tokens)
-    return (gather_rows_torch(new, ctx, tokens), gather_rows_torch(old, ctx, tokens),
-            torch.stack([gather_rows_torch(v, ctx, tokens) for v in values]))
+    gathered = (gather_rows_torch(values, ctx, tokens) if values.dim() == 2
+                else torch.stack([gather_rows_torch(v, ctx, tokens) for v in values]))
+    return gather_rows_torch(new, ctx, tokens), gather_rows_torch(old, ctx, tokens), gathered
 
 
 def replica_moments(weights: Tensor, ctx: Tensor, tokens: Tensor, n_rep: int,

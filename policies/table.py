@@ -255,11 +255,19 @@ class TablePolicy:
         ``samples_with_table_kernel``; any other defines its own."""
         if not self.samples_with_table_kernel:  # pragma: no cover - a family without a sampler
             raise NotImplementedError(f"{type(self).__name__} defines no sample()")
+        tokens, _ = self._draw(n, generator, prompts)
+        return tokens, self.mask(tokens)
+
+    def _draw(self, n: int, generator: torch.Generator, prompts: Tensor | None, score=None,
+              score_out=None) -> tuple[Tensor, list[Tensor]]:
+        """``(tokens, gathered)`` of ``policies.kernels.sample_table`` with one seed drawn from
+        ``generator``: with ``score`` tables (and ``score_out``), ``gathered`` are those tables at
+        the drawn tokens' cells, else empty."""
         check_count("n", n)
         prompts = self._prompts(prompts, n)
-        tokens = sample_table(self.cdf_table(), prompts, n, self.horizon, draw_seed(generator),
-                              markov_bos=self.sampling_bos)
-        return tokens, self.mask(tokens)
+        drawn = sample_table(self.cdf_table(), prompts, n, self.horizon, draw_seed(generator),
+                             markov_bos=self.sampling_bos, score=score, score_out=score_out)
+        return (drawn, []) if score is None else (drawn[0], list(drawn[1:]))
 
     def _table_sampled(self) -> bool:
         """Whether this policy samples exactly as the family that set ``samples_with_table_kernel``
@@ -280,11 +288,7 @@ class TablePolicy:
         if self.device.type != "cpu" or not self._table_sampled():
             tokens, mask = self.sample(n, generator=generator, prompts=prompts)
             return tokens, mask, *score_pair(new, self, tokens, prompts, cell_values)
-        check_count("n", n)
-        prompts = self._prompts(prompts, n)
-        tables = _pair_tables(new, self, cell_values)
-        tokens, *scores = sample_table(self.cdf_table(), prompts, n, self.horizon, draw_seed(generator),
-                                       markov_bos=self.sampling_bos, score=tables, score_out=out)
+        tokens, scores = self._draw(n, generator, prompts, score=_pair_tables(new, self, cell_values), score_out=out)
         return tokens, self.mask(tokens), *scores
 
 

@@ -93,13 +93,19 @@ def test_seeds_from_one_generator_differ_and_replay():
     assert len(set(first)) == 3
 
 
-@pytest.mark.parametrize("family", ["tabular", "markov"])
-@pytest.mark.parametrize("n_prompts", [None, 2])
-def test_gather_kernel_equals_take(family, n_prompts):
+def _sampled_contexts(family, n_prompts):
+    """A float32 V = 7 policy, 40 sampled token arrays and their contexts (expanded, stride 0, for
+    the unprompted tabular family)."""
     policy = _policy(family, 7, torch.float32, n_prompts)
     prompts = None if n_prompts is None else torch.arange(40) % n_prompts
     tokens, _ = policy.sample(40, generator=torch.Generator().manual_seed(1), prompts=prompts)
-    ctx = policy.contexts(tokens, prompts)  # expanded (stride 0) for the tabular family
+    return policy, tokens, policy.contexts(tokens, prompts)
+
+
+@pytest.mark.parametrize("family", ["tabular", "markov"])
+@pytest.mark.parametrize("n_prompts", [None, 2])
+def test_gather_kernel_equals_take(family, n_prompts):
+    policy, tokens, ctx = _sampled_contexts(family, n_prompts)
     table = policy.log_probs().reshape(-1, 7)
     assert torch.equal(K.gather_rows(table, ctx, tokens), K.gather_rows_torch(table, ctx, tokens))
 
@@ -107,10 +113,7 @@ def test_gather_kernel_equals_take(family, n_prompts):
 @pytest.mark.parametrize("family", ["tabular", "markov"])
 @pytest.mark.parametrize("n_prompts", [None, 2])
 def test_gather_pair_kernel_equals_three_takes(family, n_prompts):
-    policy = _policy(family, 7, torch.float32, n_prompts)
-    prompts = None if n_prompts is None else torch.arange(40) % n_prompts
-    tokens, _ = policy.sample(40, generator=torch.Generator().manual_seed(1), prompts=prompts)
-    ctx = policy.contexts(tokens, prompts)  # expanded (stride 0) for the unprompted tabular family
+    policy, tokens, ctx = _sampled_contexts(family, n_prompts)
     tables = (policy.log_probs().reshape(-1, 7), torch.randn(ctx.max() + 1, 7),
               torch.rand(ctx.max() + 1, 7, dtype=torch.float64))
     fast = K.gather_pair(*tables, ctx, tokens)
