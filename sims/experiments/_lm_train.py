@@ -79,44 +79,55 @@ class Optimiser:
         return torch.optim.SGD(params, lr=self.lr)
 
 
+def flatten(params: dict[str, Tensor]) -> Tensor:
+    """``[S, P]``: stacked ``params`` (leading seed axis S) as one row of P numbers per seed, in
+    the dict's order (the layout ``unflatten`` reads)."""
+    return torch.cat([v.reshape(v.shape[0], -1) for v in params.values()], 1)
+
+
+def unflatten(flat: Tensor, like: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The dict of ``like``'s keys and shapes as views into ``flat [S, P]`` (inverse of ``flatten``;
+    gradients through the views reach ``flat``)."""
+    sizes = [v[0].numel() for v in like.values()]
+    return {k: z.reshape(v.shape) for (k, v), z in zip(like.items(), flat.split(sizes, 1))}
+
+
 def init_state(opt: Optimiser, params: dict[str, Tensor]) -> dict[str, Any]:
-    """Optimiser state of stacked ``params`` (leading seed axis S)."""
+    """Optimiser state of stacked ``params`` (leading seed axis S): Adam's moments as ``[S, P]``
+    (``flatten``'s layout) and per-seed step counts; nothing for SGD."""
     if opt.name == "sgd":
         return {}
-    n_seeds = next(iter(params.values())).shape[0]
-    return {"m": {k: torch.zeros_like(v) for k, v in params.items()},
-            "v": {k: torch.zeros_like(v) for k, v in params.items()},
-            "t": torch.zeros(n_seeds, dtype=torch.int64)}
+    flat = flatten(params)
+    return {"m": torch.zeros_like(flat), "v": torch.zeros_like(flat),
+            "t": torch.zeros(flat.shape[0], dtype=torch.int64)}
 
 
-def optimiser_step(opt: Optimiser, params: dict[str, Tensor], grads: dict[str, Tensor], state: dict[str, Any],
-                   active: Tensor) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    r"""One step of every seed whose ``active[s]`` is True (the others keep params and state).
+def optimiser_step(opt: Optimiser, params: Tensor, grads: Tensor, state: dict[str, Any],
+                   active: Tensor) -> tuple[Tensor, dict[str, Any]]:
+    r"""One step of every seed whose ``active[s]`` is True on ``params, grads [S, P]`` (the others
+    keep params and state); all parameters of a seed in one row, so a step is a dozen tensor ops.
 
     SGD: θ ← θ − lr·g. Adam (as ``torch.optim.Adam``): m ← lerp(m, g, 1 − β₁), v ← β₂v + (1 − β₂)g²,
     θ ← θ − (lr / (1 − β₁ᵗ))·m / (√v / √(1 − β₂ᵗ) + ε), with t the seed's own step count.
     """
+    every = bool(active.all())
+    keep = active.reshape(-1, 1).to(params.device)
+
     def where(new, old):
-        return torch.where(active.reshape((-1,) + (1,) * (new.dim() - 1)).to(new.device), new, old)
+        return new if every else torch.where(keep, new, old)
 
     if opt.name == "sgd":
-        return {k: where(p - opt.lr * grads[k], p) for k, p in params.items()}, state
+        return where(params - opt.lr * grads, params), state
     b1, b2 = opt.betas
     t = state["t"] + active.to(torch.int64).cpu()
     t_safe = t.clamp(min=1).to(torch.float64)
-    bc1 = (1 - b1 ** t_safe)
-    bc2_sqrt = (1 - b2 ** t_safe).sqrt()
-    new_params, m_out, v_out = {}, {}, {}
-    for k, p in params.items():
-        g = grads[k]
-        shape = (-1,) + (1,) * (p.dim() - 1)
-        m = state["m"][k].lerp(g, 1 - b1)
-        v = state["v"][k] * b2 + (1 - b2) * g * g
-        step_size = (opt.lr / bc1).to(p.dtype).to(p.device).reshape(shape)
-        denom = v.sqrt() / bc2_sqrt.to(p.dtype).to(p.device).reshape(shape) + opt.eps
-        new_params[k] = where(p - step_size * (m / denom), p)
-        m_out[k], v_out[k] = where(m, state["m"][k]), where(v, state["v"][k])
-    return new_params, {"m": m_out, "v": v_out, "t": t}
+    step_size = (opt.lr / (1 - b1 ** t_safe)).to(params.dtype).to(params.device).reshape(-1, 1)
+    bc2_sqrt = (1 - b2 ** t_safe).sqrt().to(params.dtype).to(params.device).reshape(-1, 1)
+    m = state["m"].lerp(grads, 1 - b1)
+    v = state["v"] * b2 + (1 - b2) * grads * grads
+    denom = v.sqrt() / bc2_sqrt + opt.eps
+    new = where(params - step_size * (m / denom), params)
+    return new, {"m": where(m, state["m"]), "v": where(v, state["v"]), "t": t}
 
 
 # ---------------------------------------------------------------------------- the stacked loss
@@ -239,10 +250,13 @@ def draw_uniforms(generators: list[torch.Generator], n: int, horizon: int, dtype
     return torch.stack([torch.rand(n, horizon, generator=g, dtype=dtype) for g in generators]).to(device)
 
 
-def stacked_sample(params: dict[str, Tensor], prompt_rows: Tensor, u: Tensor, n_heads: int) -> Tensor:
-    """``[S, n, T]`` tokens of every seed (``sample_tokens`` vmapped over the seed axis)."""
+def stacked_sample(params: dict[str, Tensor], prompt_rows: Tensor, u: Tensor, n_heads: int,
+                   repeats: int = 1) -> Tensor:
+    """``[S, n, T]`` tokens of every seed (``sample_tokens`` vmapped over the seed axis; prompt row g
+    serves the ``repeats`` consecutive sequences g·repeats ..)."""
     with torch.no_grad():
-        return torch.func.vmap(sample_tokens, in_dims=(0, None, 0, None))(params, prompt_rows, u, n_heads)
+        return torch.func.vmap(sample_tokens, in_dims=(0, None, 0, None, None))(params, prompt_rows, u, n_heads,
+                                                                                repeats)
 
 
 def token_entropy(logp_full: Tensor, mask: Tensor) -> Tensor:
@@ -254,72 +268,75 @@ def token_entropy(logp_full: Tensor, mask: Tensor) -> Tensor:
 
 def stacked_step(spec: StepSpec, params: dict[str, Tensor], state: dict[str, Any], generators: list[torch.Generator],
                  ref_params: dict[str, Tensor] | None = None) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Tensor]]:
-    """One training step of every seed (module doc). Returns the new params and state and the
-    batch: ``tokens [S, B, T]``, ``mask``, ``rewards [S, G, K]``, ``logp_full [S, B, T, V]`` (π_old,
-    detached), ``zero_grad_frac [S]`` (valid tokens with gradient weight exactly 0 in the last
-    update), ``active [S]``."""
-    n_heads = spec.shape.n_heads
+    """One training step of every seed (module doc). Returns the new params (views into one
+    ``[S, P]`` tensor, ``unflatten``) and state and the batch: ``tokens [S, B, T]``, ``mask``,
+    ``rewards [S, G, K]``, ``logp_full [S, B, T, V]`` (π_old, detached), ``zero_grad_frac [S]``
+    (valid tokens with gradient weight exactly 0 in the last update), ``active [S]``.
+
+    The model sees each prompt once per group (``repeats`` = K of ``sample_tokens`` and
+    ``response_log_probs``); the gradient is taken with respect to the flat ``[S, P]`` parameters,
+    so the optimiser steps all of them at once."""
+    n_heads, k = spec.shape.n_heads, spec.group_size
     ids = spec.prompt_ids.to(spec.prompt_tokens.device)
-    rows = spec.prompt_tokens[ids]
-    p0 = next(iter(params.values()))
-    u = draw_uniforms(generators, ids.shape[0], spec.shape.horizon, p0.dtype, p0.device)
-    tokens = stacked_sample(params, rows, u, n_heads)
-    mask = eos_mask(tokens, spec.eos, p0.dtype)
+    prompts = spec.prompt_tokens
+    flat = flatten(params)
+    u = draw_uniforms(generators, ids.shape[0], spec.shape.horizon, flat.dtype, flat.device)
+    tokens = stacked_sample(params, prompts, u, n_heads, k)
+    mask = eos_mask(tokens, spec.eos, flat.dtype)
     s, b, t = tokens.shape
     rewards = spec.reward(tokens.reshape(s * b, t), mask.reshape(s * b, t), ids.repeat(s)).reshape(
-        s, -1, spec.group_size).to(p0.dtype)
+        s, -1, k).to(flat.dtype)
     ref_logp = None
     if spec.algorithm.kl is not None:
         with torch.no_grad():
-            ref_logp = log_prob_fn(ref_params, rows.repeat(s, 1), tokens.reshape(s * b, t), n_heads).reshape(s, b, t)
-    vlogp = torch.func.vmap(log_prob_fn, in_dims=(0, None, 0, None))
-    vfull = torch.func.vmap(response_log_probs, in_dims=(0, None, 0, None))
+            ref_logp = log_prob_fn(ref_params, prompts.repeat(s, 1), tokens.reshape(s * b, t), n_heads,
+                                   k).reshape(s, b, t)
+    vfull = torch.func.vmap(response_log_probs, in_dims=(0, None, 0, None, None))
     old_logp = logp_full = None
     zero = active = None
     for update in range(spec.n_updates):
-        leaf = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-        if update == 0 or spec.entropy_bonus > 0:
-            full = vfull(leaf, rows, tokens, n_heads)
-            logp = full.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-            if update == 0:
-                logp_full, old_logp = full.detach(), logp.detach()
-        else:
-            logp = vlogp(leaf, rows, tokens, n_heads)
+        leaf = flat.detach().requires_grad_(True)
+        full = vfull(unflatten(leaf, params), prompts, tokens, n_heads, k)
+        logp = full.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        if update == 0:
+            logp_full, old_logp = full.detach(), logp.detach()
         loss, active = stacked_loss(spec.algorithm, logp, old_logp, rewards, mask, ref_logp=ref_logp,
                                     max_len=spec.shape.horizon)
         if spec.entropy_bonus > 0:
             loss = loss - spec.entropy_bonus * token_entropy(full, mask).sum()
-        names = list(leaf)
-        grads = torch.autograd.grad(loss, [leaf[k] for k in names] + [logp])
-        zero = (((grads[-1] == 0) & (mask > 0)).sum((1, 2)) / mask.sum((1, 2))).detach()
-        params, state = optimiser_step(spec.optimiser, params, dict(zip(names, grads[:-1])), state, active)
+        grad, grad_logp = torch.autograd.grad(loss, [leaf, logp])
+        zero = (((grad_logp == 0) & (mask > 0)).sum((1, 2)) / mask.sum((1, 2))).detach()
+        flat, state = optimiser_step(spec.optimiser, flat, grad, state, active)
         if not bool(active.any()):
             break
     zero = torch.where(active, zero, torch.ones_like(zero))
-    return params, state, {"tokens": tokens, "mask": mask, "rewards": rewards, "logp_full": logp_full,
-                           "zero_grad_frac": zero, "active": active}
+    return unflatten(flat, params), state, {"tokens": tokens, "mask": mask, "rewards": rewards,
+                                            "logp_full": logp_full, "zero_grad_frac": zero, "active": active}
 
 
 def per_seed_step(spec: StepSpec, params: list[dict[str, Tensor]], optimizers: list[torch.optim.Optimizer],
                   generators: list[torch.Generator], ref_params: dict[str, Tensor] | None = None) -> list[Tensor]:
     """The reference: ``stacked_step`` as a Python loop over seeds — unbatched ``sample_tokens`` and
-    ``log_prob_fn``, ``sims.algorithms.algorithm_loss`` and ``torch.optim`` (``params[s]`` are leaf
-    tensors updated in place by ``optimizers[s]``). Returns each seed's sampled tokens."""
-    n_heads = spec.shape.n_heads
+    ``log_prob_fn`` (the same model functions, prompts once per group), ``sims.algorithms.algorithm_loss``
+    and ``torch.optim`` (``params[s]`` are leaf tensors updated in place by ``optimizers[s]``).
+    Returns each seed's sampled tokens."""
+    n_heads, k = spec.shape.n_heads, spec.group_size
     ids = spec.prompt_ids.to(spec.prompt_tokens.device)
-    rows = spec.prompt_tokens[ids]
+    prompts = spec.prompt_tokens
     out = []
     for p, opt, gen in zip(params, optimizers, generators):
         p0 = next(iter(p.values()))
         u = torch.rand(ids.shape[0], spec.shape.horizon, generator=gen, dtype=p0.dtype).to(p0.device)
         with torch.no_grad():
-            tokens = sample_tokens(p, rows, u, n_heads)
-            old_logp = log_prob_fn(p, rows, tokens, n_heads)
-            ref_logp = None if ref_params is None else log_prob_fn(ref_params, rows, tokens, n_heads)
+            tokens = sample_tokens(p, prompts, u, n_heads, k)
+            ref_logp = None if ref_params is None else log_prob_fn(ref_params, prompts, tokens, n_heads, k)
         mask = eos_mask(tokens, spec.eos, p0.dtype)
-        rewards = spec.reward(tokens, mask, ids).reshape(-1, spec.group_size).to(p0.dtype)
+        rewards = spec.reward(tokens, mask, ids).reshape(-1, k).to(p0.dtype)
+        old_logp = None
         for _ in range(spec.n_updates):
-            logp = log_prob_fn(p, rows, tokens, n_heads)
+            logp = log_prob_fn(p, prompts, tokens, n_heads, k)
+            if old_logp is None:  # π_old: the first update's forward, as stacked_step
+                old_logp = logp.detach()
             try:
                 loss, _ = algorithm_loss(spec.algorithm, logp, old_logp, rewards, mask, ref_logp=ref_logp,
                                          max_len=spec.shape.horizon)

@@ -271,14 +271,15 @@ def evaluate(params, task, shape: LMShape, generators, n_eval: int, start: Start
     p0 = next(iter(params.values()))
     n_prompts = task.n_prompts
     ids = torch.arange(n_prompts, device=p0.device).repeat_interleave(n_eval)
-    rows = task.prompt_tokens.to(p0.device)[ids]
+    prompts = task.prompt_tokens.to(p0.device)
     u = L.draw_uniforms(generators, ids.shape[0], shape.horizon, p0.dtype, p0.device)
-    tokens = L.stacked_sample(params, rows, u, shape.n_heads)
+    tokens = L.stacked_sample(params, prompts, u, shape.n_heads, n_eval)
     mask = eos_mask(tokens, task.eos, p0.dtype)
     s, b, t = tokens.shape
     reward = task.reward(tokens.reshape(s * b, t), mask.reshape(s * b, t), ids.repeat(s)).reshape(s, n_prompts, n_eval)
     with torch.no_grad():
-        lp = torch.func.vmap(response_log_probs, in_dims=(0, None, 0, None))(params, rows, tokens, shape.n_heads)
+        lp = torch.func.vmap(response_log_probs, in_dims=(0, None, 0, None, None))(params, prompts, tokens,
+                                                                                   shape.n_heads, n_eval)
     h = (-(lp.exp() * lp).sum(-1) * mask).reshape(s, n_prompts, n_eval * t).sum(-1).double()
     m = mask.reshape(s, n_prompts, n_eval * t).sum(-1).double()
     out: dict[str, Any] = {"per_prompt_pass": reward.mean(-1), "per_prompt_entropy_sums": (h, m)}
@@ -335,7 +336,6 @@ def train_run(start: Start, task_name: str, algorithm: Algorithm, optimiser: L.O
     table = pass_at_k_table(config.n_eval, config.pass_k)
     batch = {m: [] for m in BATCH_METRICS}
     evals = {m: [] for m in EVAL_METRICS}
-    ref_rows = spec.prompt_tokens[spec.prompt_ids.to(spec.prompt_tokens.device)]
     for step in range(config.steps + 1):
         if step % config.eval_every == 0 or step == config.steps:
             ev = evaluate(params, task, shape, eval_gens, config.n_eval, start, config.pass_k, table, s)["metrics"]
@@ -346,8 +346,8 @@ def train_run(start: Start, task_name: str, algorithm: Algorithm, optimiser: L.O
         params, state, b = L.stacked_step(spec, params, state, train_gens, ref_params=start.params)
         with torch.no_grad():
             tok = b["tokens"]
-            init_lp = response_log_probs(start.params, ref_rows.repeat(s, 1), tok.reshape(-1, tok.shape[-1]),
-                                         shape.n_heads).reshape(b["logp_full"].shape)
+            init_lp = response_log_probs(start.params, spec.prompt_tokens.repeat(s, 1), tok.reshape(-1, tok.shape[-1]),
+                                         shape.n_heads, config.group_size).reshape(b["logp_full"].shape)
         lp, mask = b["logp_full"], b["mask"]
         kl = ((lp.exp() * (lp - init_lp)).sum(-1) * mask).sum((1, 2)) / mask.sum((1, 2))
         values = {"reward": b["rewards"].double().mean((1, 2)), "entropy": L.token_entropy(lp, mask).double(),

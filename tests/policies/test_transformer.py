@@ -9,6 +9,7 @@ from scipy import stats
 
 from policies.transformer import (
     LMShape,
+    _key_padding,
     TransformerPolicy,
     forward_cached,
     forward_logits,
@@ -16,6 +17,7 @@ from policies.transformer import (
     inverse_cdf_tokens,
     log_prob_fn,
     param_names,
+    response_log_probs,
     sample_tokens,
     sample_tokens_uncached,
 )
@@ -127,6 +129,34 @@ def test_cached_forward_and_sampling_equal_the_uncached_reference():
     head, caches = forward_cached(pol.params, inputs[:, :4], 0, None, 2)
     tail, _ = forward_cached(pol.params, inputs[:, 4:], 4, caches, 2)
     torch.testing.assert_close(torch.cat([head, tail], 1), forward_logits(pol.params, inputs, 2), rtol=0, atol=1e-12)
+    cpu = torch.device("cpu")  # both cached calls ran with zero keys appended (masked), the full forward without
+    assert _key_padding(4, 4, 4, cpu) == 21 and _key_padding(2, 6, 4, cpu) == 44
+    assert _key_padding(1, 6, 4, cpu) == 0 and _key_padding(3, 6, 32, cpu) == 0
+
+
+def test_prompts_shared_by_a_group_give_the_per_sequence_values():
+    pol = policy()
+    g = torch.Generator().manual_seed(10)
+    tokens = torch.randint(0, 5, (12, 3), generator=g)
+    rows = pol.prompt_tokens  # 3 prompts x 4 sequences each
+    params = {k: v.detach().requires_grad_(True) for k, v in pol.params.items()}
+    grouped = response_log_probs(params, rows, tokens, 2, repeats=4)
+    each = response_log_probs(params, rows.repeat_interleave(4, 0), tokens, 2)
+    torch.testing.assert_close(grouped, each, rtol=0, atol=1e-12)
+    w = torch.randn(12, 3, 5, generator=g, dtype=torch.float64)
+    for a, b in zip(torch.autograd.grad((w * grouped).sum(), list(params.values())),
+                    torch.autograd.grad((w * each).sum(), list(params.values()))):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    u = torch.rand(12, 3, generator=g, dtype=torch.float64)
+    assert torch.equal(sample_tokens(pol.params, rows, u, 2, repeats=4),
+                       sample_tokens(pol.params, rows.repeat_interleave(4, 0), u, 2))
+    one = response_log_probs(pol.params, rows, tokens[:3, :1], 2, repeats=1)  # T = 1 needs no cached pass
+    torch.testing.assert_close(response_log_probs(pol.params, rows[:1], tokens[:3, :1], 2, repeats=3)[0], one[0],
+                               rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="repeats"):
+        response_log_probs(pol.params, rows, tokens, 2, repeats=3)
+    with pytest.raises(ValueError, match="repeats"):
+        sample_tokens(pol.params, rows, u, 2, repeats=0)
 
 
 def test_inverse_cdf_and_eos_mask_on_literal_examples():

@@ -83,19 +83,33 @@ def test_vectorised_adam_equals_torch_adam_and_inactive_seeds_do_not_move():
     state = L.init_state(opt, params)
     refs = [{k: v[s].clone().requires_grad_(True) for k, v in params.items()} for s in range(3)]
     torch_opts = [opt.torch_optimizer(list(r.values())) for r in refs]
+    flat = L.flatten(params)
     for step in range(5):
         grads = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in params.items()}
-        active = torch.tensor([True, step % 2 == 0, False])
-        params, state = L.optimiser_step(opt, params, grads, state, active)
+        active = torch.tensor([True, step % 2 == 0, False]) if step < 4 else torch.ones(3, dtype=torch.bool)
+        flat, state = L.optimiser_step(opt, flat, L.flatten(grads), state, active)
         for s in range(3):
             if active[s]:
                 for k in refs[s]:
                     refs[s][k].grad = grads[k][s].clone()
                 torch_opts[s].step()
+    out = L.unflatten(flat, params)
     for s in range(3):
         for k in params:
-            torch.testing.assert_close(params[k][s], refs[s][k].detach(), rtol=0, atol=1e-14)
-    assert state["t"].tolist() == [5, 3, 0]
+            torch.testing.assert_close(out[k][s], refs[s][k].detach(), rtol=0, atol=1e-14)
+    assert state["t"].tolist() == [5, 3, 1]
+
+
+def test_flatten_and_unflatten_are_inverse_views():
+    gen = torch.Generator().manual_seed(4)
+    params = {"a": torch.randn(2, 3, 4, generator=gen), "b": torch.randn(2, 5, generator=gen)}
+    flat = L.flatten(params)
+    assert flat.shape == (2, 17)
+    torch.testing.assert_close(flat[1, :12], params["a"][1].reshape(-1), rtol=0, atol=0)
+    views = L.unflatten(flat, params)
+    assert all(torch.equal(views[k], params[k]) for k in params)
+    flat[0, 12] = 7.0  # views, not copies
+    assert views["b"][0, 0] == 7.0
 
 
 @pytest.mark.parametrize("name, optimiser", [("dapo", "adam"), ("sgs_cispo[sequence]", "adam"), ("grpo", "sgd")])
