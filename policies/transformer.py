@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from policies.attention import attend
 from policies.table import (
     DEFAULT_MAX_SEQUENCES,
     all_token_arrays,
@@ -223,36 +224,24 @@ def inverse_cdf_tokens(probs: Tensor, u: Tensor) -> Tensor:
 
 
 def _attention_cached(x: Tensor, w_qkv: Tensor, b_qkv: Tensor, w_o: Tensor, b_o: Tensor, n_heads: int,
-                      cache: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    """``_attention`` of ``l`` new positions ``x [N, l, d]`` that follow the positions whose keys
-    and values are in ``cache`` (``[N, h, L0, dh]`` each, or None): new position i attends to every
-    cached position and to new positions <= i. Returns the output and the extended cache."""
+                      cache: tuple | None) -> tuple[Tensor, tuple]:
+    """``_attention`` of ``l`` new positions ``x [N, l, d]`` that follow the positions in ``cache``
+    (or none): ``(kp, vp, ko, vo, repeats)``, the keys and values ``[N / repeats, Lp, h, dh]`` of a
+    prefix shared by each group of ``repeats`` consecutive rows and the rows' own ``[N, Lo, h, dh]``.
+    New position i attends to the prefix, the own cached positions and new positions <= i
+    (``policies.attention.attend``: fused kernels on the CPU). Returns the output and the cache
+    with the new keys and values appended to the own ones."""
     n, length, d = x.shape
     dh = d // n_heads
-    q, k, v = (x @ w_qkv + b_qkv).split(d, -1)
-    q, k, v = (z.reshape(n, length, n_heads, dh).transpose(1, 2) for z in (q, k, v))
-    total = length + (0 if cache is None else cache[0].shape[2])
-    pad = _key_padding(length, total, dh, x.device)
-    if cache is not None or pad:
-        k, v = (torch.cat(([] if cache is None else [old]) + [new, new.new_zeros(n, n_heads, pad, dh)], 2)
-                for old, new in zip(cache or (None, None), (k, v)))
-    future = torch.ones(length, total + pad, dtype=torch.bool, device=x.device).triu(total - length + 1)
-    out = _softmax((q @ k.transpose(-1, -2) / math.sqrt(dh)).masked_fill(future, float("-inf"))) @ v
-    return out.transpose(1, 2).reshape(n, length, d) @ w_o + b_o, (k[:, :, :total], v[:, :, :total])
-
-
-SMALL_BMM = 400  # ATen's CPU bmm multiplies matrices with rows·cols·inner below this in a scalar loop
-
-
-def _key_padding(length: int, total: int, dh: int, device) -> int:
-    """How many zero keys to append on the CPU so that ``l`` queries against the keys have
-    l·L_k·d_h >= ``SMALL_BMM`` and the attention's matrix products (forward and backward) leave
-    ATen's scalar small-matrix loop for the batched BLAS path: at l = 3, L_k = 6, d_h = 16, about 3x
-    faster with 9 keys than with 6. Exact: a padded key is masked (weight exactly 0, value 0).
-    None for a single query (the sampling steps), where the padding costs more than it saves."""
-    if device.type != "cpu" or length < 2 or length * total * dh >= SMALL_BMM:
-        return 0
-    return -(-SMALL_BMM // (length * dh)) - total
+    q, k, v = (x @ w_qkv + b_qkv).reshape(n, length, 3, n_heads, dh).unbind(2)
+    if cache is None:
+        kp = vp = x.new_zeros(n, 0, n_heads, dh)
+        repeats = 1
+    else:
+        kp, vp, ko, vo, repeats = cache
+        k, v = (torch.cat([old, new], 1) if old.shape[1] else new for old, new in ((ko, k), (vo, v)))
+    out = attend(q, kp, vp, k, v, repeats)
+    return out.reshape(n, length, d) @ w_o + b_o, (kp, vp, k, v, repeats)
 
 
 def forward_cached(params: dict[str, Tensor], inputs: Tensor, start: int, caches: list | None,
@@ -278,16 +267,14 @@ def forward_cached(params: dict[str, Tensor], inputs: Tensor, start: int, caches
 def _prompt_pass(params: dict[str, Tensor], prompt_tokens: Tensor, repeats: int,
                  n_heads: int) -> tuple[Tensor, list, int]:
     """The prompt and SEP positions of every prompt row, once: ``(logits [N, V] of the first
-    response token, key/value caches, Lp + 1)``, with the logits and caches repeated ``repeats``
-    times along the batch (row g serves sequences g·repeats .. (g+1)·repeats − 1)."""
+    response token, caches, Lp + 1)`` for the N = rows·repeats sequences (row g serves sequences
+    g·repeats .. (g+1)·repeats − 1), the prompt's keys and values the caches' shared prefix."""
     vocab = params["w_out"].shape[-1]
     seq = torch.cat([prompt_tokens, torch.full_like(prompt_tokens[..., :1], vocab)], -1)
     logits, caches = forward_cached(params, seq, 0, None, n_heads)
-    logits = logits[:, -1]
-    if repeats > 1:
-        logits = logits.repeat_interleave(repeats, 0)
-        caches = [tuple(z.repeat_interleave(repeats, 0) for z in cache) for cache in caches]
-    return logits, caches, seq.shape[-1]
+    own = logits.new_zeros(prompt_tokens.shape[0] * repeats, 0, *caches[0][2].shape[2:])
+    caches = [(k, v, own, own, repeats) for _, _, k, v, _ in caches]  # the prompt's keys: the group's prefix
+    return logits[:, -1].repeat_interleave(repeats, 0), caches, seq.shape[-1]
 
 
 def sample_tokens(params: dict[str, Tensor], prompt_tokens: Tensor, u: Tensor, n_heads: int,

@@ -395,8 +395,9 @@ def demonstrations(task, warm: WarmStart) -> tuple[Tensor, Tensor]:
 
 def _cache_key(task, shape: LMShape, warm: WarmStart, dtype) -> str:
     root = Path(__file__).resolve().parents[2]
-    code = "".join((root / f).read_text() for f in ("policies/transformer.py", "policies/lm_tasks.py",
-                                                    "sims/experiments/_lm_train.py"))
+    sources = ("policies/transformer.py", "policies/attention.py", "policies/lm_tasks.py",
+               "sims/experiments/_lm_train.py")
+    code = "".join((root / f).read_text() for f in sources)
     text = repr((task, task.prompt_tokens.tolist(), shape, warm, str(dtype))) + code
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
