@@ -38,49 +38,72 @@ from torch import Tensor
 __all__ = ["attend", "attend_torch"]
 
 
-@njit(inline="always")
-def _dot(a, b):
+FASTMATH = {"reassoc", "contract", "nsz"}  # lets LLVM vectorise the width-D dot products (sums reassociated)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _score(q, n, i, h, keys, r, j, scale):
     acc = 0.0
-    for d in range(a.shape[0]):
-        acc += a[d] * b[d]
-    return acc
+    for d in range(q.shape[3]):
+        acc += q[n, i, h, d] * keys[r, j, h, d]
+    return acc * scale
 
 
-@njit(parallel=True, cache=True)
-def _forward(q, kp, vp, ko, vo, repeats, scale, out, lse):
+@njit(inline="always", fastmath=FASTMATH)
+def _add_value(out, n, i, h, p, values, r, j):
+    for d in range(out.shape[3]):
+        out[n, i, h, d] += p * values[r, j, h, d]
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _forward(q, kp, vp, ko, vo, repeats, scale, out, prob):
+    """``out`` and ``prob [N, l, H, Lp + Lo]`` (the softmax weights, 0 on invisible keys)."""
     n_rows, length, n_heads, width = q.shape
     n_prefix, n_own = kp.shape[1], ko.shape[1]
     for m in prange(kp.shape[0]):
-        s = np.empty(n_prefix + n_own)
         for n in range(m * repeats, (m + 1) * repeats):
             for i in range(length):
-                last = n_own - length + i
+                n_seen = n_own - length + i + 1  # own keys 0 .. n_seen − 1 are visible
                 for h in range(n_heads):
-                    qv = q[n, i, h]
+                    s = prob[n, i, h]
                     top = -np.inf
                     for j in range(n_prefix):
-                        s[j] = scale * _dot(qv, kp[m, j, h])
+                        s[j] = _score(q, n, i, h, kp, m, j, scale)
                         top = max(top, s[j])
-                    for j in range(last + 1):
-                        s[n_prefix + j] = scale * _dot(qv, ko[n, j, h])
+                    for j in range(n_seen):
+                        s[n_prefix + j] = _score(q, n, i, h, ko, n, j, scale)
                         top = max(top, s[n_prefix + j])
                     total = 0.0
-                    for j in range(n_prefix + last + 1):
+                    for j in range(n_prefix + n_seen):
                         s[j] = math.exp(s[j] - top)
                         total += s[j]
-                    o = out[n, i, h]
+                    for j in range(n_prefix + n_seen):
+                        s[j] /= total
+                    s[n_prefix + n_seen:] = 0.0
                     for d in range(width):
-                        acc = 0.0
-                        for j in range(n_prefix):
-                            acc += s[j] * vp[m, j, h, d]
-                        for j in range(last + 1):
-                            acc += s[n_prefix + j] * vo[n, j, h, d]
-                        o[d] = acc / total
-                    lse[n, i, h] = top + math.log(total)
+                        out[n, i, h, d] = 0.0
+                    for j in range(n_prefix):
+                        _add_value(out, n, i, h, s[j], vp, m, j)
+                    for j in range(n_seen):
+                        _add_value(out, n, i, h, s[n_prefix + j], vo, n, j)
 
 
-@njit(parallel=True, cache=True)
-def _backward(q, kp, vp, ko, vo, repeats, scale, out, lse, g, gq, gkp, gvp, gko, gvo):
+@njit(inline="always", fastmath=FASTMATH)
+def _key_gradient(q, g, n, i, h, keys, values, gkeys, gvalues, r, j, p, delta, scale, gq):
+    """One key's share of the backward pass (module doc), accumulated in place."""
+    width = q.shape[3]
+    gp = 0.0
+    for d in range(width):
+        gp += g[n, i, h, d] * values[r, j, h, d]
+    gs = p * (gp - delta) * scale
+    for d in range(width):
+        gvalues[r, j, h, d] += p * g[n, i, h, d]
+        gq[n, i, h, d] += gs * keys[r, j, h, d]
+        gkeys[r, j, h, d] += gs * q[n, i, h, d]
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _backward(q, kp, vp, ko, vo, repeats, scale, out, prob, g, gq, gkp, gvp, gko, gvo):
     n_rows, length, n_heads, width = q.shape
     n_prefix, n_own = kp.shape[1], ko.shape[1]
     for m in prange(kp.shape[0]):
@@ -91,22 +114,16 @@ def _backward(q, kp, vp, ko, vo, repeats, scale, out, lse, g, gq, gkp, gvp, gko,
             gko[n] = 0.0
             gvo[n] = 0.0
             for i in range(length):
-                last = n_own - length + i
+                n_seen = n_own - length + i + 1
                 for h in range(n_heads):
-                    qv, gv = q[n, i, h], g[n, i, h]
-                    delta = _dot(gv, out[n, i, h])
-                    for j in range(n_prefix + last + 1):
-                        if j < n_prefix:
-                            k, v, gk, gvv = kp[m, j, h], vp[m, j, h], gkp[m, j, h], gvp[m, j, h]
-                        else:
-                            k, v = ko[n, j - n_prefix, h], vo[n, j - n_prefix, h]
-                            gk, gvv = gko[n, j - n_prefix, h], gvo[n, j - n_prefix, h]
-                        p = math.exp(scale * _dot(qv, k) - lse[n, i, h])
-                        gs = p * (_dot(gv, v) - delta) * scale
-                        for d in range(width):
-                            gvv[d] += p * gv[d]
-                            gq[n, i, h, d] += gs * k[d]
-                            gk[d] += gs * qv[d]
+                    delta = 0.0
+                    for d in range(width):
+                        delta += g[n, i, h, d] * out[n, i, h, d]
+                    for j in range(n_prefix):
+                        _key_gradient(q, g, n, i, h, kp, vp, gkp, gvp, m, j, prob[n, i, h, j], delta, scale, gq)
+                    for j in range(n_seen):
+                        _key_gradient(q, g, n, i, h, ko, vo, gko, gvo, n, j, prob[n, i, h, n_prefix + j], delta,
+                                      scale, gq)
 
 
 def attend_torch(q: Tensor, kp: Tensor, vp: Tensor, ko: Tensor, vo: Tensor, repeats: int) -> Tensor:
@@ -122,7 +139,9 @@ def attend_torch(q: Tensor, kp: Tensor, vp: Tensor, ko: Tensor, vo: Tensor, repe
 
 
 def _arrays(*xs: Tensor) -> list[np.ndarray]:
-    return [x.detach().numpy() for x in xs]
+    """Contiguous numpy views (the kernels' loops vectorise over the head width only on contiguous
+    rows; a copy of the projection's strided q, k, v slices costs less than it saves)."""
+    return [x.detach().contiguous().numpy() for x in xs]
 
 
 class _Attend(torch.autograd.Function):
@@ -131,9 +150,9 @@ class _Attend(torch.autograd.Function):
     @staticmethod
     def forward(q, kp, vp, ko, vo, repeats):
         out = torch.empty(q.shape, dtype=q.dtype)
-        lse = torch.empty(q.shape[:3], dtype=q.dtype)
-        _forward(*_arrays(q, kp, vp, ko, vo), repeats, 1 / math.sqrt(q.shape[-1]), out.numpy(), lse.numpy())
-        return out, lse
+        prob = torch.empty(*q.shape[:3], kp.shape[1] + ko.shape[1], dtype=q.dtype)
+        _forward(*_arrays(q, kp, vp, ko, vo), repeats, 1 / math.sqrt(q.shape[-1]), out.numpy(), prob.numpy())
+        return out, prob
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -144,9 +163,9 @@ class _Attend(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g, _):
-        q, kp, vp, ko, vo, out, lse = ctx.saved_tensors
+        q, kp, vp, ko, vo, out, prob = ctx.saved_tensors
         grads = [torch.empty(x.shape, dtype=x.dtype) for x in (q, kp, vp, ko, vo)]
-        _backward(*_arrays(q, kp, vp, ko, vo), ctx.repeats, 1 / math.sqrt(q.shape[-1]), *_arrays(out, lse),
+        _backward(*_arrays(q, kp, vp, ko, vo), ctx.repeats, 1 / math.sqrt(q.shape[-1]), *_arrays(out, prob),
                   g.contiguous().numpy(), *(x.numpy() for x in grads))
         return (*grads, None)
 
@@ -157,9 +176,9 @@ class _Attend(torch.autograd.Function):
             return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
         args = [rows(x, dim) for x, dim in zip((q, kp, vp, ko, vo), in_dims[:5])]
-        out, lse = _Attend.apply(*args, repeats)
+        out, prob = _Attend.apply(*args, repeats)
         b = info.batch_size
-        return tuple(x.reshape(b, x.shape[0] // b, *x.shape[1:]) for x in (out, lse)), (0, 0)
+        return tuple(x.reshape(b, x.shape[0] // b, *x.shape[1:]) for x in (out, prob)), (0, 0)
 
 
 def attend(q: Tensor, kp: Tensor, vp: Tensor, ko: Tensor, vo: Tensor, repeats: int) -> Tensor:

@@ -128,8 +128,26 @@ def init_params(shape: LMShape, *, generator: torch.Generator, dtype=torch.float
     return params
 
 
+def _seed_shape(w: Tensor, x: Tensor) -> tuple[int, ...]:
+    """Shape that broadcasts a per-seed vector ``w [S, k]`` against ``x [S, ..., k]``."""
+    return (w.shape[0],) + (1,) * (x.dim() - 2) + (w.shape[-1],)
+
+
+def _linear(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """``x @ w + b`` over the last axis; with a seed axis (``w [S, i, o]``, ``b [S, o]``,
+    ``x [S, ..., i]``) one batched matrix product over the seeds."""
+    if w.dim() == 2:
+        return x @ w + b
+    y = torch.bmm(x.reshape(x.shape[0], -1, x.shape[-1]), w) + b.unsqueeze(1)
+    return y.reshape(*x.shape[:-1], w.shape[-1])
+
+
 def _layer_norm(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
-    return torch.nn.functional.layer_norm(x, (x.shape[-1],), w, b, 1e-5)
+    """LayerNorm over the last axis (eps 1e-5) with gain ``w`` and bias ``b`` (per seed with a seed axis)."""
+    if w.dim() == 1:
+        return torch.nn.functional.layer_norm(x, (x.shape[-1],), w, b, 1e-5)
+    x_hat = torch.nn.functional.layer_norm(x, (x.shape[-1],), None, None, 1e-5)
+    return torch.addcmul(b.reshape(_seed_shape(b, x)), x_hat, w.reshape(_seed_shape(w, x)))
 
 
 def _softmax(z: Tensor) -> Tensor:
@@ -142,40 +160,64 @@ def _softmax(z: Tensor) -> Tensor:
 
 
 def _embed(params: dict[str, Tensor], inputs: Tensor, start: int) -> Tensor:
-    """Token plus position embeddings of ``inputs [N, l]`` at positions ``start .. start + l − 1``
-    (``F.embedding``, whose backward is a scatter-add 4x faster than that of indexing)."""
-    return (torch.nn.functional.embedding(inputs, params["tok_emb"])
-            + params["pos_emb"][start:start + inputs.shape[-1]])
+    """Token plus position embeddings of ``inputs [..., l]`` at positions ``start .. start + l − 1``
+    (``F.embedding``, whose backward is a scatter-add 4x faster than that of indexing); with a seed
+    axis, ``inputs [S, ..., l]`` read seed s's table."""
+    emb, pos = params["tok_emb"], params["pos_emb"][..., start:start + inputs.shape[-1], :]
+    if emb.dim() == 2:
+        return torch.nn.functional.embedding(inputs, emb) + pos
+    s, rows = emb.shape[:2]
+    offset = (torch.arange(s, device=inputs.device) * rows).reshape((s,) + (1,) * (inputs.dim() - 1))
+    x = torch.nn.functional.embedding(inputs + offset, emb.reshape(s * rows, -1))
+    return x + pos.reshape(s, *(1,) * (inputs.dim() - 2), *pos.shape[1:])
+
+
+def _layer_params(params: dict[str, Tensor], i: int) -> dict[str, Tensor]:
+    return {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(f"l{i}.")}
+
+
+def _n_layers(params: dict[str, Tensor]) -> int:
+    return sum(1 for k in params if k.endswith(".w_qkv"))
+
+
+def _mlp(x: Tensor, p: dict[str, Tensor]) -> Tensor:
+    h = torch.nn.functional.gelu(_linear(_layer_norm(x, p["ln2_w"], p["ln2_b"]), p["w_1"], p["b_1"]))
+    return x + _linear(h, p["w_2"], p["b_2"])
+
+
+def _head(params: dict[str, Tensor], x: Tensor) -> Tensor:
+    return _linear(_layer_norm(x, params["lnf_w"], params["lnf_b"]), params["w_out"], params["b_out"])
 
 
 def _attention(x: Tensor, w_qkv: Tensor, b_qkv: Tensor, w_o: Tensor, b_o: Tensor, n_heads: int) -> Tensor:
-    """Causal multi-head self-attention on ``x [N, L, d]``."""
-    n, length, d = x.shape
+    """Causal multi-head self-attention on ``x [..., L, d]`` (torch matrix products; the reference
+    full forward)."""
+    *lead, length, d = x.shape
     dh = d // n_heads
-    q, k, v = (x @ w_qkv + b_qkv).split(d, -1)
-    q, k, v = (z.reshape(n, length, n_heads, dh).transpose(1, 2) for z in (q, k, v))  # (N, h, L, dh)
+    qkv = _linear(x, w_qkv, b_qkv).reshape(*lead, length, 3, n_heads, dh)
+    q, k, v = (z.transpose(-3, -2) for z in qkv.unbind(-3))  # (..., h, L, dh)
     scores = q @ k.transpose(-1, -2) / math.sqrt(dh)
     future = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1)
-    out = _softmax(scores.masked_fill(future, float("-inf"))) @ v  # (N, h, L, dh)
-    return out.transpose(1, 2).reshape(n, length, d) @ w_o + b_o
+    out = _softmax(scores.masked_fill(future, float("-inf"))) @ v  # (..., h, L, dh)
+    return _linear(out.transpose(-3, -2).reshape(*lead, length, d), w_o, b_o)
 
 
 def forward_logits(params: dict[str, Tensor], inputs: Tensor, n_heads: int) -> Tensor:
-    """``[N, L, V]`` next-token logits of input token arrays ``inputs [N, L]`` (L <= Lp + T)."""
+    """``[N, L, V]`` next-token logits of input token arrays ``inputs [N, L]`` (L <= Lp + T); with a
+    seed axis on ``params``, ``inputs [S, N, L]`` and ``[S, N, L, V]`` logits."""
     x = _embed(params, inputs, 0)
-    n_layers = sum(1 for k in params if k.endswith(".w_qkv"))
-    for i in range(n_layers):
-        p = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(f"l{i}.")}
+    for i in range(_n_layers(params)):
+        p = _layer_params(params, i)
         x = x + _attention(_layer_norm(x, p["ln1_w"], p["ln1_b"]), p["w_qkv"], p["b_qkv"], p["w_o"], p["b_o"], n_heads)
-        h = torch.nn.functional.gelu(_layer_norm(x, p["ln2_w"], p["ln2_b"]) @ p["w_1"] + p["b_1"])
-        x = x + h @ p["w_2"] + p["b_2"]
-    return _layer_norm(x, params["lnf_w"], params["lnf_b"]) @ params["w_out"] + params["b_out"]
+        x = _mlp(x, p)
+    return _head(params, x)
 
 
 def _inputs(prompt_tokens: Tensor, tokens: Tensor, sep: int) -> Tensor:
-    """``[prompt, SEP, tokens[:, :-1]]``: the inputs whose outputs predict ``tokens``."""
-    sep_col = torch.full_like(prompt_tokens[..., :1], sep)
-    return torch.cat([prompt_tokens, sep_col, tokens[..., :-1]], -1)
+    """``[prompt, SEP, tokens[..., :-1]]``: the inputs whose outputs predict ``tokens`` (prompt rows
+    broadcast over a seed axis of ``tokens``)."""
+    rows = prompt_tokens.expand(*tokens.shape[:-1], -1)
+    return torch.cat([rows, torch.full_like(rows[..., :1], sep), tokens[..., :-1]], -1)
 
 
 def _check_repeats(prompt_tokens: Tensor, n: int, repeats: int) -> None:
@@ -194,24 +236,29 @@ def response_log_probs(params: dict[str, Tensor], prompt_tokens: Tensor, tokens:
     per row and their keys and values shared by its sequences (``forward_cached``) — the same
     values to rounding, with Lp + 1 of the Lp + T positions done once per group instead of per
     sequence.
+
+    Seed axis: with every parameter stacked along a leading axis S, ``tokens [S, N, T]`` (seed s's
+    responses under its parameters; the prompt rows are shared) and ``[S, N, T, V]`` out: the value
+    of ``torch.func.vmap`` over the seeds (tested), with one batched operation per step instead of
+    vmap's per-operation dispatch.
     """
-    _check_repeats(prompt_tokens, tokens.shape[0], repeats)
+    _check_repeats(prompt_tokens, tokens.shape[-2], repeats)
     vocab = params["w_out"].shape[-1]
     if repeats == 1:
-        logits = forward_logits(params, _inputs(prompt_tokens, tokens, vocab), n_heads)[:, prompt_tokens.shape[-1]:]
-        return torch.log_softmax(logits, -1)
+        logits = forward_logits(params, _inputs(prompt_tokens, tokens, vocab), n_heads)
+        return torch.log_softmax(logits[..., prompt_tokens.shape[-1]:, :], -1)
     first, caches, start = _prompt_pass(params, prompt_tokens, repeats, n_heads)
-    logits = first.unsqueeze(1)
+    logits = first.unsqueeze(-2)
     if tokens.shape[-1] > 1:
-        rest, _ = forward_cached(params, tokens[:, :-1], start, caches, n_heads)
-        logits = torch.cat([logits, rest], 1)
+        rest, _ = forward_cached(params, tokens[..., :-1], start, caches, n_heads)
+        logits = torch.cat([logits, rest], -2)
     return torch.log_softmax(logits, -1)
 
 
 def log_prob_fn(params: dict[str, Tensor], prompt_tokens: Tensor, tokens: Tensor, n_heads: int,
                 repeats: int = 1) -> Tensor:
     """``[N, T]`` log π(o_t | prompt, o_<t) — pure in ``params`` (grad- and vmap-safe); ``repeats``
-    as in ``response_log_probs``."""
+    and the seed axis as in ``response_log_probs``."""
     full = response_log_probs(params, prompt_tokens, tokens, n_heads, repeats)
     return full.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
@@ -223,76 +270,82 @@ def inverse_cdf_tokens(probs: Tensor, u: Tensor) -> Tensor:
     return (cdf < u.unsqueeze(-1)).sum(-1)
 
 
+def _rows(z: Tensor) -> Tensor:
+    """``z [..., P, h, dh]`` with its leading axes (seed, rows) folded into one."""
+    return z.reshape(math.prod(z.shape[:-3]), *z.shape[-3:])
+
+
 def _attention_cached(x: Tensor, w_qkv: Tensor, b_qkv: Tensor, w_o: Tensor, b_o: Tensor, n_heads: int,
                       cache: tuple | None) -> tuple[Tensor, tuple]:
-    """``_attention`` of ``l`` new positions ``x [N, l, d]`` that follow the positions in ``cache``
-    (or none): ``(kp, vp, ko, vo, repeats)``, the keys and values ``[N / repeats, Lp, h, dh]`` of a
-    prefix shared by each group of ``repeats`` consecutive rows and the rows' own ``[N, Lo, h, dh]``.
+    """``_attention`` of ``l`` new positions ``x [..., N, l, d]`` that follow the positions in ``cache``
+    (or none): ``(kp, vp, ko, vo, repeats)``, the keys and values ``[..., N / repeats, Lp, h, dh]`` of a
+    prefix shared by each group of ``repeats`` consecutive rows and the rows' own ``[..., N, Lo, h, dh]``.
     New position i attends to the prefix, the own cached positions and new positions <= i
-    (``policies.attention.attend``: fused kernels on the CPU). Returns the output and the cache
+    (``policies.attention.attend``: fused kernels on the CPU; a seed axis is folded into the rows,
+    seed-major, so row n still belongs to group n // repeats). Returns the output and the cache
     with the new keys and values appended to the own ones."""
-    n, length, d = x.shape
+    *lead, length, d = x.shape
     dh = d // n_heads
-    q, k, v = (x @ w_qkv + b_qkv).reshape(n, length, 3, n_heads, dh).unbind(2)
+    q, k, v = _linear(x, w_qkv, b_qkv).reshape(*lead, length, 3, n_heads, dh).unbind(-3)
     if cache is None:
-        kp = vp = x.new_zeros(n, 0, n_heads, dh)
+        kp = vp = x.new_zeros(*lead, 0, n_heads, dh)
         repeats = 1
     else:
         kp, vp, ko, vo, repeats = cache
-        k, v = (torch.cat([old, new], 1) if old.shape[1] else new for old, new in ((ko, k), (vo, v)))
-    out = attend(q, kp, vp, k, v, repeats)
-    return out.reshape(n, length, d) @ w_o + b_o, (kp, vp, k, v, repeats)
+        k, v = (torch.cat([old, new], -3) if old.shape[-3] else new for old, new in ((ko, k), (vo, v)))
+    out = attend(_rows(q), _rows(kp), _rows(vp), _rows(k), _rows(v), repeats)
+    return _linear(out.reshape(*lead, length, d), w_o, b_o), (kp, vp, k, v, repeats)
 
 
 def forward_cached(params: dict[str, Tensor], inputs: Tensor, start: int, caches: list | None,
                    n_heads: int) -> tuple[Tensor, list]:
-    """``forward_logits`` of the positions ``start .. start + l - 1`` (``inputs [N, l]``) given the
-    key/value caches of the positions before them (one per layer, or None when ``start`` = 0);
-    returns ``[N, l, V]`` logits and the extended caches. Equal to the last ``l`` positions of
-    ``forward_logits`` of the whole prefix (to rounding; tested)."""
+    """``forward_logits`` of the positions ``start .. start + l - 1`` (``inputs [..., N, l]``) given
+    the caches of the positions before them (one per layer, ``_attention_cached``; None when
+    ``start`` = 0); returns ``[..., N, l, V]`` logits and the extended caches. Equal to the last
+    ``l`` positions of ``forward_logits`` of the whole prefix (to rounding; tested)."""
     x = _embed(params, inputs, start)
-    n_layers = sum(1 for k in params if k.endswith(".w_qkv"))
     out_caches = []
-    for i in range(n_layers):
-        p = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(f"l{i}.")}
+    for i in range(_n_layers(params)):
+        p = _layer_params(params, i)
         a, cache = _attention_cached(_layer_norm(x, p["ln1_w"], p["ln1_b"]), p["w_qkv"], p["b_qkv"], p["w_o"],
                                      p["b_o"], n_heads, None if caches is None else caches[i])
         out_caches.append(cache)
-        x = x + a
-        h = torch.nn.functional.gelu(_layer_norm(x, p["ln2_w"], p["ln2_b"]) @ p["w_1"] + p["b_1"])
-        x = x + h @ p["w_2"] + p["b_2"]
-    return _layer_norm(x, params["lnf_w"], params["lnf_b"]) @ params["w_out"] + params["b_out"], out_caches
+        x = _mlp(x + a, p)
+    return _head(params, x), out_caches
 
 
 def _prompt_pass(params: dict[str, Tensor], prompt_tokens: Tensor, repeats: int,
                  n_heads: int) -> tuple[Tensor, list, int]:
-    """The prompt and SEP positions of every prompt row, once: ``(logits [N, V] of the first
+    """The prompt and SEP positions of every prompt row, once: ``(logits [..., N, V] of the first
     response token, caches, Lp + 1)`` for the N = rows·repeats sequences (row g serves sequences
     g·repeats .. (g+1)·repeats − 1), the prompt's keys and values the caches' shared prefix."""
     vocab = params["w_out"].shape[-1]
     seq = torch.cat([prompt_tokens, torch.full_like(prompt_tokens[..., :1], vocab)], -1)
+    seq = seq.expand(*params["w_out"].shape[:-2], *seq.shape)  # with a seed axis, every seed's prompts
     logits, caches = forward_cached(params, seq, 0, None, n_heads)
-    own = logits.new_zeros(prompt_tokens.shape[0] * repeats, 0, *caches[0][2].shape[2:])
+    k0 = caches[0][2]
+    own = k0.new_zeros(*k0.shape[:-4], prompt_tokens.shape[0] * repeats, 0, *k0.shape[-2:])
     caches = [(k, v, own, own, repeats) for _, _, k, v, _ in caches]  # the prompt's keys: the group's prefix
-    return logits[:, -1].repeat_interleave(repeats, 0), caches, seq.shape[-1]
+    return logits[..., -1, :].repeat_interleave(repeats, -2), caches, seq.shape[-1]
 
 
 def sample_tokens(params: dict[str, Tensor], prompt_tokens: Tensor, u: Tensor, n_heads: int,
                   repeats: int = 1) -> Tensor:
     """``[N, T]`` tokens drawn autoregressively with uniforms ``u [N, T]``: token t is
-    ``inverse_cdf_tokens(π(· | prompt, o_<t), u[:, t])``. Pure (vmappable over a seed axis). One
-    forward of the prompt and SEP per prompt row (``prompt_tokens [N / repeats, Lp]``, rows as in
-    ``response_log_probs``), then one position per token with cached keys and values
-    (``forward_cached``); ``sample_tokens_uncached`` is the reference."""
-    _check_repeats(prompt_tokens, u.shape[0], repeats)
+    ``inverse_cdf_tokens(π(· | prompt, o_<t), u[:, t])``. Pure (vmappable over a seed axis; or with
+    stacked ``params``, ``u [S, N, T]`` and ``[S, N, T]`` tokens). One forward of the prompt and SEP
+    per prompt row (``prompt_tokens [N / repeats, Lp]``, rows as in ``response_log_probs``), then one
+    position per token with cached keys and values (``forward_cached``); ``sample_tokens_uncached``
+    is the reference."""
+    _check_repeats(prompt_tokens, u.shape[-2], repeats)
     logits, caches, start = _prompt_pass(params, prompt_tokens, repeats, n_heads)
     out = []
     for t in range(u.shape[-1]):
-        tok = inverse_cdf_tokens(torch.softmax(logits, -1), u[:, t])
+        tok = inverse_cdf_tokens(torch.softmax(logits, -1), u[..., t])
         out.append(tok)
         if t + 1 < u.shape[-1]:
             logits, caches = forward_cached(params, tok.unsqueeze(-1), start + t, caches, n_heads)
-            logits = logits[:, -1]
+            logits = logits[..., -1, :]
     return torch.stack(out, -1)
 
 

@@ -118,6 +118,31 @@ def test_vmap_over_a_seed_axis_equals_the_loop():
         torch.testing.assert_close(lps[s], log_prob_fn(one, rows, toks[s], SHAPE.n_heads), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("repeats", [1, 2])
+def test_stacked_parameters_give_vmaps_values_and_gradients(repeats):
+    pol = policy()
+    g = torch.Generator().manual_seed(11)
+    stacked = {k: (v.unsqueeze(0) + 0.1 * torch.randn(3, *v.shape, generator=g, dtype=v.dtype)).requires_grad_(True)
+               for k, v in pol.params.items()}
+    rows = pol.prompt_tokens  # 3 prompt rows, `repeats` sequences each
+    u = torch.rand(3, 3 * repeats, 3, generator=g, dtype=torch.float64)
+    toks = sample_tokens(stacked, rows, u, SHAPE.n_heads, repeats)
+    vmapped = torch.func.vmap(sample_tokens, in_dims=(0, None, 0, None, None))(stacked, rows, u, SHAPE.n_heads, repeats)
+    assert torch.equal(toks, vmapped)
+    direct = response_log_probs(stacked, rows, toks, SHAPE.n_heads, repeats)
+    ref = torch.func.vmap(response_log_probs, in_dims=(0, None, 0, None, None))(stacked, rows, toks, SHAPE.n_heads,
+                                                                               repeats)
+    torch.testing.assert_close(direct, ref, rtol=0, atol=1e-12)
+    w = torch.randn(direct.shape, generator=g, dtype=torch.float64)
+    names = list(stacked)
+    for a, b in zip(torch.autograd.grad((w * direct).sum(), [stacked[k] for k in names]),
+                    torch.autograd.grad((w * ref).sum(), [stacked[k] for k in names])):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    one = {k: v[1] for k, v in stacked.items()}  # and seed 1 alone
+    torch.testing.assert_close(direct[1], response_log_probs(one, rows, toks[1], SHAPE.n_heads, repeats),
+                               rtol=0, atol=1e-12)
+
+
 def test_cached_forward_and_sampling_equal_the_uncached_reference():
     pol = policy()
     g = torch.Generator().manual_seed(9)
