@@ -100,6 +100,24 @@ def test_vectorised_adam_equals_torch_adam_and_inactive_seeds_do_not_move():
     assert state["t"].tolist() == [5, 3, 1]
 
 
+@pytest.mark.parametrize("dtype, atol", [(torch.float64, 1e-15), (torch.float32, 1e-6)])
+def test_fused_adam_kernel_equals_its_tensor_reference(dtype, atol):
+    gen = torch.Generator().manual_seed(5)
+    params, grads, m = (torch.randn(4, 50, generator=gen, dtype=dtype) for _ in range(3))
+    v = torch.rand(4, 50, generator=gen, dtype=dtype)
+    state = {"m": m, "v": v, "t": torch.tensor([0, 3, 7, 1])}
+    active = torch.tensor([True, False, True, True])
+    opt = L.Optimiser("adam", 0.01)
+    new, out = L.optimiser_step(opt, params, grads, state, active)
+    t = (state["t"] + active.long()).clamp(min=1).double()
+    ref = L.adam_torch(params, grads, m, v, opt.lr / (1 - opt.betas[0] ** t), (1 - opt.betas[1] ** t).sqrt(), active,
+                       opt)
+    for a, b in zip((new, out["m"], out["v"]), ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=atol)
+    assert torch.equal(new[1], params[1]) and torch.equal(out["v"][1], v[1])  # the inactive seed keeps all
+    assert out["t"].tolist() == [1, 3, 8, 2]
+
+
 def test_flatten_and_unflatten_are_inverse_views():
     gen = torch.Generator().manual_seed(4)
     params = {"a": torch.randn(2, 3, 4, generator=gen), "b": torch.randn(2, 5, generator=gen)}
