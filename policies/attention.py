@@ -139,8 +139,6 @@ def attend_torch(q: Tensor, kp: Tensor, vp: Tensor, ko: Tensor, vo: Tensor, repe
 
 
 def _arrays(*xs: Tensor) -> list[np.ndarray]:
-    """Contiguous numpy views (the kernels' loops vectorise over the head width only on contiguous
-    rows; a copy of the projection's strided q, k, v slices costs less than it saves)."""
     return [x.detach().contiguous().numpy() for x in xs]
 
 
@@ -175,7 +173,7 @@ class _Attend(torch.autograd.Function):
             x = x.expand(info.batch_size, *x.shape) if dim is None else x.movedim(dim, 0)
             return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
-        args = [rows(x, dim) for x, dim in zip((q, kp, vp, ko, vo), in_dims[:5])]
+        args = [rows(x, dim).contiguous() for x, dim in zip((q, kp, vp, ko, vo), in_dims[:5])]
         out, prob = _Attend.apply(*args, repeats)
         b = info.batch_size
         return tuple(x.reshape(b, x.shape[0] // b, *x.shape[1:]) for x in (out, prob)), (0, 0)
@@ -186,4 +184,7 @@ def attend(q: Tensor, kp: Tensor, vp: Tensor, ko: Tensor, vo: Tensor, repeats: i
     in all five tensors and vmappable; ``attend_torch`` itself on other devices and dtypes."""
     if q.device.type != "cpu" or q.dtype not in (torch.float32, torch.float64):
         return attend_torch(q, kp, vp, ko, vo, repeats)
-    return _Attend.apply(q, kp, vp, ko, vo, repeats)[0]
+    # contiguous before the op, so that the tensors saved for the backward pass are too (the
+    # kernels' loops vectorise over the head width only on contiguous rows)
+    return _Attend.apply(q.contiguous(), kp.contiguous(), vp.contiguous(), ko.contiguous(), vo.contiguous(),
+                         repeats)[0]
