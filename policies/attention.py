@@ -196,6 +196,12 @@ class _Attend(torch.autograd.Function):
 def attend(q: Tensor, kp: Tensor, vp: Tensor, ko: Tensor, vo: Tensor, repeats: int) -> Tensor:
     """``attend_torch``'s value by the fused kernels on the CPU (float32 or float64), differentiable
     in all five tensors and vmappable; ``attend_torch`` itself on other devices and dtypes."""
+    n, length, heads, width = q.shape
+    if kp.shape[0] * repeats != n or kp.shape[2:] != (heads, width) or ko.shape[1] < length or \
+            ko.shape[0] != n or ko.shape[2:] != (heads, width) or vp.shape != kp.shape or vo.shape != ko.shape:
+        raise ValueError(f"attention shapes q {tuple(q.shape)}, kp {tuple(kp.shape)}, vp {tuple(vp.shape)}, "
+                         f"ko {tuple(ko.shape)}, vo {tuple(vo.shape)} with repeats={repeats} do not fit; allowed: "
+                         "q [N, l, H, D], kp and vp [N / repeats, Lp, H, D], ko and vo [N, Lo, H, D] with Lo >= l")
     if q.device.type != "cpu" or q.dtype not in (torch.float32, torch.float64):
         return attend_torch(q, kp, vp, ko, vo, repeats)
     # contiguous before the op, so that the tensors saved for the backward pass are too (the

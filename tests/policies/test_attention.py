@@ -90,3 +90,11 @@ def test_results_do_not_depend_on_numbas_thread_count():
     finally:
         numba.set_num_threads(before)
     assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+def test_shapes_that_do_not_fit_are_refused():
+    xs = inputs(*CASES[0][:-1], 4)
+    with pytest.raises(ValueError, match="repeats=3"):
+        attend(*xs, 3)
+    with pytest.raises(ValueError, match="Lo >= l"):
+        attend(xs[0], xs[1], xs[2], xs[3][:, :2], xs[4][:, :2], 4)
