@@ -1,5 +1,5 @@
 """pytest-benchmark view of the lockstep trainer (skipped unless ``--benchmark-only``): seed-steps
-per second of S = 32 seeds in lockstep (vmapped model, stacked loss, vectorised Adam) against the
+per second of S = 32 seeds in lockstep (stacked model, stacked loss, fused Adam) against the
 per-seed Python loop on the same work (``sims.experiments._lm_train.bench_lockstep``)."""
 
 from __future__ import annotations
