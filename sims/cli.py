@@ -476,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="output directory: new, empty or a previous report (default reports/)")
     p_report.add_argument("--quick", action="store_true", help="the quick sweeps (what CI runs); = --scale quick")
     p_report.add_argument("--scale", choices=SCALE_CHOICES, default=None,
-                          help="tiny, quick, full (default; about 10 min on 2 CPU cores) or large (the transformer "
+                          help="tiny, quick, full (default; 7-10 min on 2 CPU cores) or large (the transformer "
                                "dynamics with 128 seeds: for a GPU or a cluster, README 'Scales')")
     p_report.add_argument("--backend", choices=("local", "ray"), default="local",
                           help="where the experiments run, each one a cell: local (this process, or a process "

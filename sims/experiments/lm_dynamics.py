@@ -6,7 +6,7 @@ spread of pass rates (``_lm_train.WarmStart``, cached). Three tasks (``policies.
 the prompt (one correct answer), token sum mod 4 (V^T/4 correct answers) and "contains the target
 token" (reward correlated with length, EOS). Each training step samples G = 8 prompts × K responses
 per seed and takes ``n_updates`` optimiser steps on the registered algorithm's loss; S seeds run in
-lockstep (``_lm_train``: vmapped model, one exact stacked loss, vectorised Adam/SGD). Seed s of
+lockstep (``_lm_train``: the model on stacked parameters, one exact stacked loss, fused Adam / SGD). Seed s of
 every algorithm draws from the same generator stream (common random numbers), so differences
 between algorithms are paired by seed.
 
@@ -564,7 +564,7 @@ def figures(result: Result) -> list[Figure]:
         labels = [r[0] for r in rows]
         axes[0][0].set_yticks(y, labels, fontsize=6)
         axes[0][0].set_ylabel("task / optimiser / variant")
-        axes[0][1].set_title(f"SGS-CISPO variant − {ABLATION}, paired by seed, 95% CI")
+        fig.suptitle(f"SGS-CISPO variant − {ABLATION}, paired by seed, 95% CI", fontsize=8)
     excl = [lab for lab, d in rows if d["eval_entropy"].excludes(0)]
     figs.append(Figure(f"{NAME}_paired", fig, (
         f"Paired final differences between each SGS-CISPO variant and the ablation {ABLATION} on the same seeds "
