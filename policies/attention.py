@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 __all__ = ["attend", "attend_torch"]
 
@@ -62,7 +63,7 @@ def _add_value(out, n, i, h, p, values, r, j):
 def _scores(q, kp, ko, repeats, scale, out):
     """``out [N, l, H, Lp + Lo]``: q·k/√D for the visible keys (prefix, then own), −inf for the
     others."""
-    n_rows, length, n_heads, width = q.shape
+    length, n_heads = q.shape[1], q.shape[2]
     n_prefix, n_own = kp.shape[1], ko.shape[1]
     for m in prange(kp.shape[0]):
         for n in range(m * repeats, (m + 1) * repeats):
@@ -78,7 +79,7 @@ def _scores(q, kp, ko, repeats, scale, out):
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _weighted_values(prob, vp, vo, repeats, out):
     """``out [N, l, H, D]``: Σ_j p_j v_j over the prefix and own values."""
-    n_rows, length, n_heads, width = out.shape
+    length, n_heads, width = out.shape[1], out.shape[2], out.shape[3]
     n_prefix, n_own = vp.shape[1], vo.shape[1]
     for m in prange(vp.shape[0]):
         for n in range(m * repeats, (m + 1) * repeats):
@@ -116,7 +117,7 @@ def _key_gradient(q, g, n, i, h, keys, values, gkeys, gvalues, r, j, p, delta, s
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _backward(q, kp, vp, ko, vo, repeats, scale, out, prob, g, gq, gkp, gvp, gko, gvo):
-    n_rows, length, n_heads, width = q.shape
+    length, n_heads, width = q.shape[1], q.shape[2], q.shape[3]
     n_prefix, n_own = kp.shape[1], ko.shape[1]
     for m in prange(kp.shape[0]):
         gkp[m] = 0.0
@@ -174,6 +175,7 @@ class _Attend(torch.autograd.Function):
         ctx.mark_non_differentiable(output[1])
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, g, _):
         q, kp, vp, ko, vo, out, prob = ctx.saved_tensors
         grads = [torch.empty(x.shape, dtype=x.dtype) for x in (q, kp, vp, ko, vo)]
@@ -198,10 +200,12 @@ def attend(q: Tensor, kp: Tensor, vp: Tensor, ko: Tensor, vo: Tensor, repeats: i
     in all five tensors and vmappable; ``attend_torch`` itself on other devices and dtypes."""
     n, length, heads, width = q.shape
     if kp.shape[0] * repeats != n or kp.shape[2:] != (heads, width) or ko.shape[1] < length or \
-            ko.shape[0] != n or ko.shape[2:] != (heads, width) or vp.shape != kp.shape or vo.shape != ko.shape:
+            ko.shape[0] != n or ko.shape[2:] != (heads, width) or vp.shape != kp.shape or vo.shape != ko.shape or \
+            any(x.dtype != q.dtype for x in (kp, vp, ko, vo)):
         raise ValueError(f"attention shapes q {tuple(q.shape)}, kp {tuple(kp.shape)}, vp {tuple(vp.shape)}, "
                          f"ko {tuple(ko.shape)}, vo {tuple(vo.shape)} with repeats={repeats} do not fit; allowed: "
-                         "q [N, l, H, D], kp and vp [N / repeats, Lp, H, D], ko and vo [N, Lo, H, D] with Lo >= l")
+                         "q [N, l, H, D], kp and vp [N / repeats, Lp, H, D], ko and vo [N, Lo, H, D] with Lo >= l, "
+                         "one dtype")
     if q.device.type != "cpu" or q.dtype not in (torch.float32, torch.float64):
         return attend_torch(q, kp, vp, ko, vo, repeats)
     # contiguous before the op, so that the tensors saved for the backward pass are too (the

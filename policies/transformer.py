@@ -12,8 +12,13 @@ with input = ``[prompt_1..prompt_Lp, SEP, o_1..o_{T-1}]`` (length ``Lp + T``), c
 self-attention (softmax(q kᵀ/√d_h) with future positions masked) and a GELU MLP of width
 ``d_ff``. Every function below is pure in a ``params`` dict of tensors (no ``nn.Module`` state), so
 ``torch.func.grad``, ``torch.func.vmap`` over a stacked seed axis and ``torch.func.functional_call``-
-style use work unchanged; attention and LayerNorm are written from matrix products and
-``torch.nn.functional.layer_norm``, which have vmap batching rules.
+style use work unchanged. The full forward (``forward_logits``: ``log_prob``, ``score_sum``) is
+written from matrix products and ``torch.nn.functional.layer_norm``; the cached forward (sampling
+and the grouped log-probs of the lockstep trainer) runs its attention in ``policies.attention``'s
+fused CPU kernels, an autograd.Function with its own vmap rule (first-order gradients only).
+Parameters may also carry a leading seed axis S themselves (``response_log_probs``): then every
+product is one batched product over the seeds — the value of vmap over them, without its
+per-operation dispatch.
 
 The policy contract is the other families' (``policies.tabular``, ``policies.neural``): ``sample``
 (inverse-CDF sampling with one uniform per token drawn from an explicit CPU generator, so the

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from numba import njit, prange
 from torch import Tensor
@@ -130,9 +131,10 @@ def optimiser_step(opt: Optimiser, params: Tensor, grads: Tensor, state: dict[st
         new, m, v = adam_torch(params, grads, state["m"], state["v"], step_size, bc2_sqrt, active, opt)
         return new, {"m": m, "v": v, "t": t}
     new, m, v = (torch.empty_like(params) for _ in range(3))
+    scalar = np.dtype(str(params.dtype).removeprefix("torch.")).type  # the parameters' precision, as torch's ops
     _adam_rows(*(x.detach().contiguous().numpy() for x in (params, grads, state["m"], state["v"])),
-               step_size.numpy(), bc2_sqrt.numpy(), active.cpu().numpy(), b1, b2, opt.eps, new.numpy(), m.numpy(),
-               v.numpy())
+               step_size.to(params.dtype).numpy(), bc2_sqrt.to(params.dtype).numpy(), active.cpu().numpy(),
+               scalar(1 - b1), scalar(b2), scalar(1 - b2), scalar(opt.eps), new.numpy(), m.numpy(), v.numpy())
     return new, {"m": m, "v": v, "t": t}
 
 
@@ -152,8 +154,9 @@ def adam_torch(params: Tensor, grads: Tensor, m: Tensor, v: Tensor, step_size: T
 
 
 @njit(parallel=True, cache=True)
-def _adam_rows(p, g, m, v, step_size, bc2_sqrt, active, b1, b2, eps, p_out, m_out, v_out):
-    """``adam_torch`` in one pass per seed row (same formula and operation order)."""
+def _adam_rows(p, g, m, v, step_size, bc2_sqrt, active, w1, b2, w2, eps, p_out, m_out, v_out):
+    """``adam_torch`` in one pass per seed row (same formula and operation order, in the arrays'
+    precision: ``w1`` = 1 − β₁, ``w2`` = 1 − β₂ and the other scalars of the parameters' dtype)."""
     for s in prange(p.shape[0]):
         if not active[s]:
             p_out[s] = p[s]
@@ -163,11 +166,11 @@ def _adam_rows(p, g, m, v, step_size, bc2_sqrt, active, b1, b2, eps, p_out, m_ou
         step, bc2 = step_size[s], bc2_sqrt[s]
         for k in range(p.shape[1]):
             gk = g[s, k]
-            mk = m[s, k] + (1 - b1) * (gk - m[s, k])
-            vk = v[s, k] * b2 + (1 - b2) * gk * gk
+            mk = m[s, k] + w1 * (gk - m[s, k])
+            vk = v[s, k] * b2 + w2 * gk * gk
             m_out[s, k] = mk
             v_out[s, k] = vk
-            p_out[s, k] = p[s, k] - step * (mk / (math.sqrt(vk) / bc2 + eps))
+            p_out[s, k] = p[s, k] - step * (mk / (np.sqrt(vk) / bc2 + eps))
 
 
 # ---------------------------------------------------------------------------- the stacked loss
@@ -488,8 +491,9 @@ def bench_lockstep(device: str = "cpu", *, quick: bool = False) -> dict[str, Any
     S = 32 seeds; at the experiment's batch (G = 8 prompts × K = 8) and at a small one (2 × 4), where
     the loop is bound by per-call overhead.
 
-    Both paths start from the same parameters and generator streams (so they sample the same
-    tokens) and take one untimed warm-up step; then ``rounds`` rounds each time one lockstep step
+    Both paths start from the same parameters and generator streams (the same tokens at the first
+    step; in float32 the two Adam implementations' rounding can separate them later) and take one
+    untimed warm-up step; then ``rounds`` rounds each time one lockstep step
     and one loop step back to back, so a change in the machine's speed (this VM's moves by up to
     1.7x within minutes) reaches both alike. Returns ``{"lm_lockstep_G8xK8": {...},
     "lm_lockstep_G2xK4": {...}}``, each with both rates (over all rounds), their ratio, and the

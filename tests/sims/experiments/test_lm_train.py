@@ -1,6 +1,7 @@
 """The lockstep trainer against its per-seed references: the stacked loss against
-``algorithm_loss`` seed by seed, the row weights against ``token_weights``, the vectorised Adam
-against ``torch.optim.Adam``, and whole training steps (vmapped) against the per-seed loop."""
+``algorithm_loss`` seed by seed, the row weights against ``token_weights``, the fused Adam against
+``torch.optim.Adam`` and ``adam_torch``, and whole lockstep training steps (the model on stacked
+parameters) against the per-seed loop."""
 
 from __future__ import annotations
 
@@ -131,7 +132,7 @@ def test_flatten_and_unflatten_are_inverse_views():
 
 
 @pytest.mark.parametrize("name, optimiser", [("dapo", "adam"), ("sgs_cispo[sequence]", "adam"), ("grpo", "sgd")])
-def test_vmapped_training_equals_the_per_seed_loop(name, optimiser):
+def test_lockstep_training_equals_the_per_seed_loop(name, optimiser):
     task = ContainsTask(vocab=6, horizon=3, n_prompts=3, seed=0)
     shape = LMShape(vocab=6, prompt_len=2, horizon=3, d_model=8, n_heads=2, d_ff=16)
     p0 = init_params(shape, generator=torch.Generator().manual_seed(0))
