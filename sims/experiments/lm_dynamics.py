@@ -488,7 +488,7 @@ def summarise(per_seed, starts: dict[str, Start], config: Config) -> dict[str, A
 
 # ---------------------------------------------------------------------------- figures
 METRIC_LABELS = {"reward": "reward (batch pass rate)", "entropy": "entropy (nats / token)",
-                 "kl_to_init": "KL(π ‖ π_init) (nats / token)", "zero_grad_frac": "fraction of tokens with w = 0",
+                 "kl_to_init": "KL to π_init (nats / token)", "zero_grad_frac": "tokens with w = 0",
                  "pass@k": "pass@k", "eval_reward": "pass rate", "solutions": "distinct correct answers",
                  "eval_entropy": "entropy (nats / token)", "overlearning": "entropy drop on solved prompts",
                  "top_mass_known": "top-answer mass (solved prompts)", "answer_logp_rare": "log π(answer), rare prompts",
