@@ -131,8 +131,9 @@ def optimiser_step(opt: Optimiser, params: Tensor, grads: Tensor, state: dict[st
         new, m, v = adam_torch(params, grads, state["m"], state["v"], step_size, bc2_sqrt, active, opt)
         return new, {"m": m, "v": v, "t": t}
     new, m, v = (torch.empty_like(params) for _ in range(3))
-    scalar = np.dtype(str(params.dtype).removeprefix("torch.")).type  # the parameters' precision, as torch's ops
-    _adam_rows(*(x.detach().contiguous().numpy() for x in (params, grads, state["m"], state["v"])),
+    arrays = [x.detach().contiguous().numpy() for x in (params, grads, state["m"], state["v"])]
+    scalar = arrays[0].dtype.type  # the parameters' precision, as torch's ops
+    _adam_rows(*arrays,
                step_size.to(params.dtype).numpy(), bc2_sqrt.to(params.dtype).numpy(), active.cpu().numpy(),
                scalar(1 - b1), scalar(b2), scalar(1 - b2), scalar(opt.eps), new.numpy(), m.numpy(), v.numpy())
     return new, {"m": m, "v": v, "t": t}
